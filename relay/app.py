@@ -1,0 +1,84 @@
+"""The aiohttp app factory: store, HTTP client session and workers live in cleanup_ctx.
+
+Shutdown runs the contexts in reverse: workers stop claiming and finish in-flight batches, the
+client session closes, and last the store flushes its commit queue and closes. aiohttp has
+already stopped accepting and waited for in-flight requests before any of that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from relay import ingest, ops
+from relay.clock import Clock, SystemClock
+from relay.config import Config
+from relay.destinations import registry
+from relay.dryrun import DryRunRecorder
+from relay.metrics import Metrics
+from relay.state import STATE, AppState
+from relay.store import OutboxStore
+from relay.worker import DeliveryWorker
+
+USER_AGENT = "relay/0.1 (+https://github.com/relay-dev/relay)"
+
+
+def create_app(
+    config: Config, clock: Clock | None = None, start_workers: bool = True
+) -> web.Application:
+    clock = clock or SystemClock()
+    metrics = Metrics()
+    store = OutboxStore(
+        config.storage.path, clock, config.storage.durability, config.storage.commit_max_rows
+    )
+    store.commit_observer = metrics.observe_commit
+    destinations = []
+    for dest_config in config.destinations:
+        cls = registry.get(dest_config.type)
+        assert cls is not None  # load_config validated the type
+        destinations.append(cls(dest_config))
+    state = AppState(
+        config=config,
+        clock=clock,
+        store=store,
+        metrics=metrics,
+        destinations=destinations,
+        sources_by_key={ingest.key_digest(s.key): s for s in config.sources},
+    )
+
+    app = web.Application(client_max_size=config.server.max_body_bytes)
+    app[STATE] = state
+    app.router.add_post("/v1/events", ingest.post_events)
+    app.router.add_route("OPTIONS", "/v1/events", ingest.preflight)
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/readyz", ops.readyz)
+    app.router.add_get("/metrics", ops.metrics)
+
+    async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        yield
+        await store.close()
+
+    async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=100, limit_per_host=32),
+            headers={"User-Agent": USER_AGENT},
+        )
+        recorder = DryRunRecorder(config.storage.dry_run_log)
+        for dest in destinations:
+            worker = DeliveryWorker(dest, store, session, clock, recorder, metrics)
+            state.workers[dest.name] = worker
+            if start_workers:
+                worker.start()
+        yield
+        if start_workers:
+            grace = config.server.shutdown_grace_s
+            await asyncio.gather(*(w.stop(grace) for w in state.workers.values()))
+        await session.close()
+
+    app.cleanup_ctx.append(storage_ctx)
+    app.cleanup_ctx.append(delivery_ctx)
+    return app

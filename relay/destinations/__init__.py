@@ -1,0 +1,1 @@
+"""Destinations: one module per external system, all behind the interface in ``base``."""

@@ -1,0 +1,239 @@
+"""``POST /v1/events``: authenticate, parse, normalize, store (group commit), answer 202.
+
+The 202 is sent only after the transaction holding the events has committed (invariant 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from relay.config import IPNetwork, SourceConfig
+from relay.normalize import InvalidEvent, NormalizedEvent, RequestContext, normalize_event
+from relay.state import STATE, AppState
+from relay.store import StoreUnavailable
+
+log = structlog.get_logger("relay.ingest")
+
+CORS_ALLOW_HEADERS = "authorization, content-type, content-encoding"
+RETRY_AFTER_S = "5"
+
+
+def error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    body = orjson.dumps({"error": message})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def key_digest(key: str) -> bytes:
+    # Sources are looked up by the digest of their key, so the lookup time says nothing about
+    # how much of a guessed key was right.
+    return hashlib.sha256(key.encode()).digest()
+
+
+def find_source(request: web.Request, state: AppState) -> SourceConfig | None:
+    auth = request.headers.get("Authorization", "")
+    key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.query.get("key", "")
+    return state.sources_by_key.get(key_digest(key)) if key else None
+
+
+def origin_allowed(source: SourceConfig, origin: str) -> bool:
+    return "*" in source.allowed_origins or origin in source.allowed_origins
+
+
+def cors_headers(origin: str) -> dict[str, str]:
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+
+def client_ip(
+    peer: str | None, forwarded_for: str | None, trusted: tuple[IPNetwork, ...]
+) -> str | None:
+    """The visitor's IP: the socket peer, or, when the peer is a trusted proxy, the right-most
+    X-Forwarded-For entry that is not itself a trusted proxy (left entries are client-forged)."""
+    if peer is None:
+        return None
+    if not forwarded_for or not _is_trusted(peer, trusted):
+        return peer
+    for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
+        if not hop:
+            continue
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return peer
+        if not _is_trusted(hop, trusted):
+            return hop
+    return peer
+
+
+def _is_trusted(ip: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in net for net in trusted)
+
+
+async def preflight(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    origin = request.headers.get("Origin", "")
+    source = find_source(request, state)
+    candidates = [source] if source else [s for s in state.config.sources if s.kind == "browser"]
+    if not origin or not any(s.kind == "browser" and origin_allowed(s, origin) for s in candidates):
+        return error_response(403, f"origin: {origin or '(none)'} is not allowed")
+    headers = cors_headers(origin) | {
+        "Access-Control-Allow-Methods": "POST, OPTIONS",
+        "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+        "Access-Control-Max-Age": "86400",
+    }
+    return web.Response(status=204, headers=headers)
+
+
+async def post_events(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    response = await _post_events(request, state)
+    state.metrics.ingest_requests.labels(str(response.status)).inc()
+    return response
+
+
+async def _post_events(request: web.Request, state: AppState) -> web.Response:
+    source = find_source(request, state)
+    if source is None:
+        return error_response(
+            401,
+            "authorization: missing or unknown source key (Authorization: Bearer <key> or ?key=)",
+        )
+    headers: dict[str, str] = {}
+    origin = request.headers.get("Origin")
+    if origin:
+        if source.kind != "browser":
+            return error_response(
+                403,
+                f"origin: source {source.name} is a server source; "
+                "browsers must use a browser source key",
+            )
+        if not origin_allowed(source, origin):
+            return error_response(403, f"origin: {origin} is not allowed for source {source.name}")
+        headers = cors_headers(origin)
+
+    if state.store.pending >= state.config.storage.max_backlog:
+        return error_response(
+            503,
+            "backlog: the delivery backlog is full; retry later",
+            headers | {"Retry-After": RETRY_AFTER_S},
+        )
+
+    try:
+        # aiohttp undoes Content-Encoding: gzip and enforces client_max_size on the inflated body.
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = state.config.server.max_body_bytes
+        return error_response(413, f"body: larger than max_body_bytes ({limit} bytes)", headers)
+    # sendBeacon can only send text/plain, so the content type is not trusted to say JSON.
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return error_response(400, f"body: not valid JSON ({exc})", headers)
+
+    envelope_sent_at = None
+    if isinstance(data, dict) and "events" in data:
+        items = data["events"]
+        envelope_sent_at = data.get("sent_at")
+        if not isinstance(items, list):
+            return error_response(400, "events: must be a list of event objects", headers)
+    elif isinstance(data, dict):
+        items = [data]
+    else:
+        return error_response(400, 'body: must be an event object or {"events": [...]}', headers)
+    limit = state.config.server.max_events_per_request
+    if len(items) > limit:
+        return error_response(
+            413, f"events: {len(items)} events exceed max_events_per_request ({limit})", headers
+        )
+    if not items:
+        return error_response(400, "events: empty list", headers)
+
+    ctx = RequestContext(
+        received_at_ms=state.clock.now_ms(),
+        ip=client_ip(
+            request.remote,
+            request.headers.get("X-Forwarded-For"),
+            state.config.server.trusted_proxies,
+        ),
+        user_agent=request.headers.get("User-Agent"),
+        sent_at=envelope_sent_at,
+    )
+    results: list[dict[str, Any]] = []
+    accepted: list[NormalizedEvent] = []
+    positions: list[int] = []
+    for raw in items:
+        try:
+            event = normalize_event(raw, source, ctx)
+        except InvalidEvent as exc:
+            results.append(_rejected(raw, str(exc)))
+            continue
+        positions.append(len(results))
+        results.append({"event_id": event.event_id, "status": "accepted"})
+        if event.warnings:
+            results[-1]["warnings"] = event.warnings
+        accepted.append(event)
+
+    if accepted:
+        routes = [state.route(e) for e in accepted]
+        try:
+            stored = await state.store.insert_events(accepted, routes)
+        except StoreUnavailable as exc:
+            return error_response(
+                503,
+                f"storage: {exc}; nothing was stored, retry later",
+                headers | {"Retry-After": RETRY_AFTER_S},
+            )
+        woken: set[str] = set()
+        for position, event, outcome, event_routes in zip(
+            positions, accepted, stored, routes, strict=True
+        ):
+            results[position]["status"] = outcome.status
+            if outcome.conflict:
+                state.metrics.ingest_conflicts.labels(source.name).inc()
+                log.info(
+                    "duplicate_conflict",
+                    source=source.name,
+                    event_name=event.event_name,
+                    event_id=event.event_id,
+                )
+            if event.id_alias:
+                state.metrics.event_id_aliases.labels(source.name, event.id_alias).inc()
+            if outcome.status == "accepted":
+                woken.update(r.destination for r in event_routes)
+        for name in woken:
+            if name in state.workers:
+                state.workers[name].wake()
+
+    counts = Counter(r["status"] for r in results)
+    for result_status, n in counts.items():
+        state.metrics.ingest_events.labels(source.name, result_status).inc(n)
+    status = 400 if counts.get("rejected") == len(results) else 202
+    payload: dict[str, Any] = {"results": results}
+    if status == 400:
+        payload["error"] = results[0]["error"]
+    return web.Response(
+        status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
+    )
+
+
+def _rejected(raw: Any, error: str) -> dict[str, Any]:
+    event_id = None
+    if isinstance(raw, dict):
+        for key in ("event_id", "eventID", "eventId"):
+            if isinstance(raw.get(key), str | int) and not isinstance(raw.get(key), bool):
+                event_id = str(raw[key])
+                break
+    return {"event_id": event_id, "status": "rejected", "error": error}

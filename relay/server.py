@@ -1,0 +1,51 @@
+"""``relay serve``: uvloop, the app on a TCP listener, ordered shutdown on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+import uvloop
+from aiohttp import web
+
+from relay.app import create_app
+from relay.config import Config
+
+log = structlog.get_logger("relay.server")
+
+
+def serve(config: Config) -> None:
+    uvloop.run(_serve(config))
+
+
+async def _serve(config: Config) -> None:
+    app = create_app(config)
+    # shutdown_timeout: how long in-flight ingest requests get to finish after the listener
+    # closes; their commits are flushed before the store closes.
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=config.server.shutdown_grace_s
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner, config.server.host, config.server.port, backlog=1024, reuse_address=True
+    )
+    await site.start()
+    log.info(
+        "relay_started",
+        listen=f"{config.server.host}:{config.server.port}",
+        database=str(config.storage.path),
+        durability=config.storage.durability,
+        sources=[s.name for s in config.sources],
+        destinations=[
+            f"{d.name} ({d.type}{', dry_run' if d.dry_run else ''})" for d in config.destinations
+        ],
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("relay_stopping")
+    await runner.cleanup()
+    log.info("relay_stopped")

@@ -1,0 +1,335 @@
+"""Delivery workers: one loop per destination, isolated from every other destination.
+
+Each round claims due deliveries by lease, expires those past the platform window, builds the
+request with the destination's pure mapper, sends it over the shared ClientSession, reads
+per-event outcomes (pure again), and records them: delivered, retry with backoff, dead, expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+
+from relay.clock import Clock
+from relay.destinations.base import Destination, HttpRequest, HttpResponse, Outcome, OutcomeKind
+from relay.dryrun import DryRunRecorder
+from relay.metrics import Metrics
+from relay.retry import CircuitBreaker, RetryPolicy
+from relay.store import Claimed, OutboxStore, Record
+
+log = structlog.get_logger("relay.worker")
+
+# Longest idle wait between checks when nothing is due (a new event wakes the worker anyway).
+IDLE_POLL_S = 30.0
+# Platforms' error bodies can be large HTML pages; keep what fits in the attempt log.
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What one request did for one delivery."""
+
+    outcome: Outcome
+    http_status: int | None
+    started_at_ms: int
+    duration_ms: int
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        destination: Destination,
+        store: OutboxStore,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        recorder: DryRunRecorder | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        cfg = destination.config
+        self.destination = destination
+        self.name = destination.name
+        self.store = store
+        self.session = session
+        self.clock = clock
+        self.recorder = recorder
+        self.metrics = metrics
+        self.policy = RetryPolicy(cfg.backoff_base_s, cfg.backoff_max_s, cfg.max_attempts)
+        self.breaker = CircuitBreaker(cfg.circuit_threshold, cfg.circuit_cooldown_s)
+        self.concurrency = cfg.concurrency
+        self._min_interval_ms = int(1000 / cfg.rate_limit) if cfg.rate_limit > 0 else 0
+        self._next_send_ms = 0
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._inflight: set[asyncio.Task[int]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self.last_error: str | None = None
+
+    # ---- lifecycle
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self.run(), name=f"relay-worker-{self.name}")
+
+    @property
+    def alive(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop claiming; give in-flight batches ``grace_s`` to finish, then cancel them (they
+        still record their outcome)."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._inflight:
+            _, late = await asyncio.wait(self._inflight, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._step()
+            except Exception as exc:  # a bug or a database error must not kill the loop
+                log.exception("worker_step_failed", destination=self.name, error=str(exc))
+                await self._idle(5.0)
+
+    async def _step(self) -> None:
+        now_ms = self.clock.now_ms()
+        if not self.breaker.allows(now_ms):
+            await self._idle((self.breaker.reopen_at_ms() - now_ms) / 1000)
+            return
+        # A half-open circuit sends one probe batch at a time.
+        limit = 1 if self.breaker.state == "open" else self.concurrency
+        if len(self._inflight) >= limit:
+            await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+            return
+        claimed = await self.store.claim(
+            self.name, self.destination.batch_size, self.destination.config.lease_s
+        )
+        if not claimed:
+            next_due = await self.store.next_due_ms(self.name)
+            wait_s = IDLE_POLL_S if next_due is None else (next_due - now_ms) / 1000
+            await self._idle(min(max(wait_s, 0.0), IDLE_POLL_S))
+            return
+        task = asyncio.create_task(self.process(claimed))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _idle(self, seconds: float) -> None:
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+            self._wake.clear()
+
+    # ---- deterministic driving for tests and `relay` one-shot commands
+
+    async def run_once(self) -> int:
+        """Claim one batch and process it fully; the number of deliveries handled."""
+        if not self.breaker.allows(self.clock.now_ms()):
+            return 0
+        claimed = await self.store.claim(
+            self.name, self.destination.batch_size, self.destination.config.lease_s
+        )
+        return await self.process(claimed) if claimed else 0
+
+    async def drain(self) -> int:
+        """Process every delivery due now (retries scheduled later stay scheduled)."""
+        total = 0
+        while handled := await self.run_once():
+            total += handled
+        return total
+
+    # ---- one batch
+
+    async def process(self, claimed: Sequence[Claimed]) -> int:
+        now_ms = self.clock.now_ms()
+        records: list[Record] = []
+        live: list[Claimed] = []
+        for c in claimed:
+            if now_ms >= c.deadline_ms:
+                records.append(
+                    self._record(
+                        c,
+                        Sent(
+                            Outcome(OutcomeKind.EXPIRED, "past the platform's time window"),
+                            None,
+                            now_ms,
+                            0,
+                        ),
+                    )
+                )
+            elif (reason := self.destination.unsendable(c.event)) is not None:
+                records.append(
+                    self._record(c, Sent(Outcome(OutcomeKind.PERMANENT, reason), None, now_ms, 0))
+                )
+            else:
+                live.append(c)
+        try:
+            if live:
+                sent = await self._deliver(live)
+                records += [self._record(c, s) for c, s in zip(live, sent, strict=True)]
+        except asyncio.CancelledError:
+            # Shutdown grace ran out mid-request: the platform may or may not have the events, and
+            # its dedup field makes a resend harmless. Retry right away after restart.
+            stamp = self.clock.now_ms()
+            done = {r.delivery_id for r in records}
+            interrupted = Sent(
+                Outcome(OutcomeKind.RETRY, "interrupted by shutdown", 0.0), None, stamp, 0
+            )
+            records += [
+                self._record(c, interrupted, backoff=False)
+                for c in live
+                if c.delivery_id not in done
+            ]
+            await asyncio.shield(self.store.record(records))
+            raise
+        await self.store.record(records)
+        if self.metrics is not None:
+            for r in records:
+                self.metrics.deliveries.labels(self.name, r.outcome).inc()
+        return len(claimed)
+
+    async def _deliver(self, claimed: Sequence[Claimed]) -> list[Sent]:
+        events = [c.event for c in claimed]
+        request = self.destination.build_request(events)
+        if self.destination.config.dry_run:
+            started = self.clock.now_ms()
+            if self.recorder is not None:
+                await self.recorder.record(self.name, request, events)
+            return [
+                Sent(
+                    Outcome(OutcomeKind.DELIVERED, "dry_run: request recorded, not sent"),
+                    None,
+                    started,
+                    0,
+                )
+            ] * len(events)
+
+        await self._respect_rate_limit()
+        started = self.clock.now_ms()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        response, outcomes = await self._send(request, events)
+        duration_s = loop.time() - t0
+        sent = [
+            Sent(o, response.status if response else None, started, int(duration_s * 1000))
+            for o in outcomes
+        ]
+
+        transient = response is None or all(o.kind is OutcomeKind.RETRY for o in outcomes)
+        if transient:
+            self.last_error = outcomes[0].detail if outcomes else None
+            if self.breaker.record_failure(self.clock.now_ms()):
+                log.warning(
+                    "circuit_opened",
+                    destination=self.name,
+                    failures=self.breaker.failures,
+                    error=self.last_error,
+                )
+        else:
+            if self.breaker.state == "open":
+                log.info("circuit_closed", destination=self.name)
+            self.breaker.record_success()
+        if self.metrics is not None:
+            self.metrics.delivery_seconds.labels(self.name).observe(duration_s)
+
+        if len(claimed) > 1 and any(
+            o.kind is OutcomeKind.PERMANENT and o.whole_batch for o in outcomes
+        ):
+            # The platform rejected the request without naming the bad event: halve until the bad
+            # ones are alone, so one malformed event does not dead-letter its batch-mates.
+            log.info("batch_bisected", destination=self.name, size=len(claimed))
+            middle = len(claimed) // 2
+            return await self._deliver(claimed[:middle]) + await self._deliver(claimed[middle:])
+        return sent
+
+    async def _send(
+        self, request: HttpRequest, events: Sequence[object]
+    ) -> tuple[HttpResponse | None, list[Outcome]]:
+        timeout = aiohttp.ClientTimeout(total=self.destination.config.timeout_s)
+        try:
+            async with self.session.request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                data=request.body,
+                timeout=timeout,
+            ) as resp:
+                body = await resp.content.read(MAX_RESPONSE_BYTES)
+                response = HttpResponse(resp.status, dict(resp.headers), body)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            detail = f"transport error: {type(exc).__name__}: {exc}".strip()
+            for secret in request.secrets:  # aiohttp puts the URL, with any token, in messages
+                if secret:
+                    detail = detail.replace(secret, "[redacted]")
+            return None, [Outcome(OutcomeKind.RETRY, detail)] * len(events)
+        outcomes = self.destination.read_response(list(events), response)  # type: ignore[arg-type]
+        if len(outcomes) != len(events):
+            raise RuntimeError(
+                f"{self.name}: read_response gave {len(outcomes)} outcomes for {len(events)} events"
+            )
+        return response, outcomes
+
+    async def _respect_rate_limit(self) -> None:
+        if not self._min_interval_ms:
+            return
+        now_ms = self.clock.now_ms()
+        wait_ms = self._next_send_ms - now_ms
+        self._next_send_ms = max(now_ms, self._next_send_ms) + self._min_interval_ms
+        if wait_ms > 0:
+            await self.clock.sleep(wait_ms / 1000)
+
+    def _record(self, c: Claimed, sent: Sent, backoff: bool = True) -> Record:
+        outcome = sent.outcome
+        now_ms = self.clock.now_ms()
+        state, kind, next_at, detail = "delivered", "delivered", now_ms, outcome.detail
+        if outcome.kind is OutcomeKind.EXPIRED:
+            state = kind = "expired"
+        elif outcome.kind is OutcomeKind.PERMANENT:
+            state = kind = "dead"
+        elif outcome.kind is OutcomeKind.RETRY:
+            kind = "retry"
+            delay_s = self.policy.delay_s(c.attempt, outcome.retry_after_s) if backoff else 0.0
+            next_at = now_ms + int(delay_s * 1000)
+            if self.policy.exhausted(c.attempt):
+                state, kind = "dead", "dead"
+                detail = f"gave up after {c.attempt} attempts; last: {outcome.detail}"
+            elif next_at >= c.deadline_ms:
+                state, kind = "expired", "expired"
+                detail = f"next retry would pass the platform's time window; last: {outcome.detail}"
+            else:
+                state = "pending"
+        if kind in ("dead", "expired"):
+            log.warning(
+                f"delivery_{kind}",
+                destination=self.name,
+                event_id=c.event.get("event_id"),
+                detail=detail,
+            )
+        return Record(
+            delivery_id=c.delivery_id,
+            lease_token=c.lease_token,
+            attempt=c.attempt,
+            state=state,
+            next_attempt_at_ms=next_at,
+            started_at_ms=sent.started_at_ms,
+            duration_ms=sent.duration_ms,
+            http_status=sent.http_status,
+            outcome=kind,
+            detail=detail,
+        )
