@@ -47,6 +47,7 @@ def create_app(
         metrics=metrics,
         destinations=destinations,
         sources_by_key={ingest.key_digest(s.key): s for s in config.sources},
+        workers_started=start_workers,
     )
 
     app = web.Application(client_max_size=config.server.max_body_bytes)

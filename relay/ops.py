@@ -25,7 +25,7 @@ async def readyz(request: web.Request) -> web.Response:
     if state.store.last_write_error:
         problems.append(f"storage: last commit failed: {state.store.last_write_error}")
     for name, worker in state.workers.items():
-        if not worker.alive:
+        if state.workers_started and not worker.alive:
             problems.append(f"worker {name}: not running")
     body = {"status": "ready" if not problems else "not ready", "problems": problems}
     return web.Response(

@@ -24,6 +24,8 @@ class AppState:
     destinations: list[Destination]
     sources_by_key: dict[bytes, SourceConfig]
     workers: dict[str, DeliveryWorker] = field(default_factory=dict)
+    # False when a test or a one-shot command drives the workers by hand
+    workers_started: bool = True
 
     def route(self, event: NormalizedEvent) -> list[Route]:
         """The deliveries an accepted event gets: each destination's events filter and consent."""
