@@ -60,6 +60,7 @@ class FakeWebhook:
             return web.json_response({"error": "bad signature"}, status=401)
         events = orjson.loads(body)["events"]
         self.requests.append(events)
+        self.arrived.set()
         if self.hold is not None:
             await self.hold.wait()
         reply = self.reject(events) if self.reject else None
@@ -75,7 +76,7 @@ class FakeWebhook:
         return [e["event_id"] for e in self.delivered]
 
     async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
-        """Wait until ``predicate()`` holds, woken by each successful delivery."""
+        """Wait until ``predicate()`` holds, re-checked after each request and delivery."""
         async with asyncio.timeout(timeout_s):
             while not predicate():
                 self.arrived.clear()

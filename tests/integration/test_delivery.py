@@ -239,9 +239,7 @@ async def test_shutdown_records_interrupted_deliveries(make_relay: MakeRelay, we
     relay = await make_relay(webhook_url=webhook.url, start_workers=True)
     await relay.post(event("sd-1"))
     worker = relay.worker()
-    async with asyncio.timeout(10):
-        while not webhook.requests:
-            await asyncio.sleep(0.01)
+    await webhook.wait_for(lambda: bool(webhook.requests))
     await worker.stop(grace_s=0.05)
     rows = await delivery_rows(relay)
     assert rows[0][:3] == ("sd-1", "pending", 1)
