@@ -57,8 +57,9 @@ def raw_template(event_time_s: int) -> bytes:
     return orjson.dumps(sample_event(ID_MARKER, event_time_s))
 
 
-def canonical_template(source: SourceConfig, received_at_ms: int) -> bytes:
-    """The stored payload relay makes of the sample event (PII hashed), with ``ID_MARKER``."""
+def canonical_sample(source: SourceConfig, received_at_ms: int) -> tuple[bytes, int]:
+    """What relay stores for the sample event (PII hashed): the payload JSON with ``ID_MARKER``
+    where the id goes, and the event's fingerprint."""
     ctx = RequestContext(received_at_ms=received_at_ms, ip="198.51.100.7", user_agent="bench")
     event = normalize_event(sample_event(ID_MARKER, received_at_ms // 1000), source, ctx)
-    return orjson.dumps(event.payload)
+    return orjson.dumps(event.payload), event.fingerprint
