@@ -157,7 +157,8 @@ def _str_list(value: Any) -> tuple[str, ...]:
 
 def _str_map(value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str | int) for k, v in value.items()
+        isinstance(k, str) and isinstance(v, str | int) and not isinstance(v, bool)
+        for k, v in value.items()
     ):
         raise ValueError('must be a table of name = "value"')
     return {k: str(v) for k, v in value.items()}
@@ -274,10 +275,11 @@ class _Loader:
 
             def sub(m: re.Match[str]) -> str:
                 name, default = m.group(1), m.group(2)
-                if name in self.environ:
-                    return self.environ[name]
-                if default is not None:
-                    return default
+                found = self.environ.get(name)
+                if default is not None and not found:
+                    return default  # like the shell's :-, also when set but empty
+                if found is not None:
+                    return found
                 raise self.error(key, f"environment variable {name} is not set")
 
             return _ENV_REF.sub(sub, value)
@@ -336,7 +338,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     for key in raw:
         if key not in sections:
             raise loader.error(key, "unknown key")
-    base = path.parent
+    base = path.resolve().parent
 
     server_kw, _ = loader.section("server", raw.get("server", {}), _SERVER_KEYS)
     if "listen" in server_kw:

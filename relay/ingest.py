@@ -79,6 +79,8 @@ def _is_trusted(ip: str, trusted: tuple[IPNetwork, ...]) -> bool:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 on a dual-stack listener
     return any(address in net for net in trusted)
 
 

@@ -59,6 +59,9 @@ EVENT_NAME_ALIASES = {
     "starttrial": "start_trial",
 }
 
+# "AddToCart", "add-to-cart", "addtocart" all squash to the same letters
+_SQUASHED_STANDARD = {name.replace("_", ""): name for name in STANDARD_EVENTS}
+
 ACTION_SOURCES = frozenset(
     {
         "website", "app", "email", "phone_call", "chat", "physical_store",
@@ -174,7 +177,12 @@ def canonical_event_name(name: Any) -> str:
     snake = _SEPARATORS.sub("_", _CAMEL_BOUNDARY.sub("_", name)).lower()
     if snake in STANDARD_EVENTS:
         return snake
-    compact = EVENT_NAME_ALIASES.get(snake) or EVENT_NAME_ALIASES.get(snake.replace("_", ""))
+    squashed = snake.replace("_", "")
+    compact = (
+        EVENT_NAME_ALIASES.get(snake)
+        or EVENT_NAME_ALIASES.get(squashed)
+        or _SQUASHED_STANDARD.get(squashed)
+    )
     # Custom names are kept as sent: platforms show them to the advertiser verbatim.
     return compact or name
 
@@ -189,7 +197,10 @@ def extract_event_id(raw: dict[str, Any]) -> tuple[str | None, str | None]:
             continue
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise InvalidEvent(f"{key}: must be a string")
-        found.append((key, str(value)))
+        # Trimmed: a stray newline from a backend template must not split one event in two.
+        text = str(value).strip()
+        if text:
+            found.append((key, text))
     if not found:
         return None, None
     if len({v for _, v in found}) > 1:
@@ -209,7 +220,10 @@ def dedup_key(event_name: str, event_id: str) -> int:
 
 def fingerprint(properties: dict[str, Any]) -> int:
     """Hash of the fields two copies of one event must agree on."""
-    text = f"{properties.get('value')!r}\x00{properties.get('currency')!r}"
+    # _properties already made value a number: 10, 10.0 and "10.00" are one amount.
+    value = properties.get("value")
+    amount = None if value is None else round(float(value), 6)
+    text = f"{amount!r}\x00{properties.get('currency')!r}"
     return int.from_bytes(
         hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True
     )
@@ -219,7 +233,8 @@ def normalize_event(raw: Any, source: SourceConfig, ctx: RequestContext) -> Norm
     """Validate and canonicalize one event, or raise InvalidEvent naming the field."""
     if not isinstance(raw, dict):
         raise InvalidEvent("event: must be a JSON object")
-    warnings = [f"{k}: unknown field; dropped" for k in raw if k not in KNOWN_FIELDS]
+    # the key is client-controlled: cap what is echoed back
+    warnings = [f"{k[:64]}: unknown field; dropped" for k in raw if k not in KNOWN_FIELDS]
 
     event_name = canonical_event_name(raw.get("event_name"))
     event_id, alias = extract_event_id(raw)
@@ -230,7 +245,9 @@ def normalize_event(raw: Any, source: SourceConfig, ctx: RequestContext) -> Norm
         warnings.append("event_id: missing; relay generated one, which cannot dedup with a pixel")
 
     event_time = raw.get("event_time")
-    sent_at = raw.get("sent_at", ctx.sent_at)
+    sent_at = raw.get("sent_at")
+    if sent_at is None:
+        sent_at = ctx.sent_at
     time_ms, time_rule = apply_time_policy(
         source.time,
         ctx.received_at_ms,
@@ -251,7 +268,7 @@ def normalize_event(raw: Any, source: SourceConfig, ctx: RequestContext) -> Norm
     if action_source is None and source.kind == "browser":
         action_source = "website"
     if action_source is not None:
-        if action_source not in ACTION_SOURCES:
+        if not isinstance(action_source, str) or action_source not in ACTION_SOURCES:
             raise InvalidEvent("action_source: must be one of " + ", ".join(sorted(ACTION_SOURCES)))
         payload["action_source"] = action_source
 
@@ -363,6 +380,8 @@ def _consent(value: Any) -> dict[str, str]:
         raise InvalidEvent("consent: must be an object")
     consent = {}
     for key, state in value.items():
+        if isinstance(state, str):
+            state = state.strip().lower()
         if key not in CONSENT_KINDS:
             raise InvalidEvent(
                 f"consent.{key}: unknown; expected one of " + ", ".join(CONSENT_KINDS)

@@ -44,6 +44,10 @@ class HttpRequest:
     # secret values embedded in url/headers/body (tokens), redacted wherever a request is shown
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
+    def __repr__(self) -> str:
+        # url and headers may carry tokens: a repr must be safe to log
+        return f"HttpRequest({self.method} {self.redacted()['url']}, {len(self.body)} bytes)"
+
     def redacted(self) -> dict[str, Any]:
         """The request as a JSON-able dict with every secret replaced."""
 
@@ -66,6 +70,14 @@ class HttpResponse:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+    def header(self, name: str) -> str | None:
+        """Header value by case-insensitive name (HTTP field names are case-insensitive)."""
+        wanted = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == wanted:
+                return value
+        return None
 
 
 class Destination:
@@ -113,7 +125,7 @@ def outcomes_from_status(response: HttpResponse, count: int) -> list[Outcome]:
         return [Outcome(OutcomeKind.DELIVERED)] * count
     detail = f"HTTP {status}: {summarize_body(response.body)}"
     if status in (408, 425, 429) or status >= 500:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.header("Retry-After"))
         return [Outcome(OutcomeKind.RETRY, detail, retry_after)] * count
     return [Outcome(OutcomeKind.PERMANENT, detail, whole_batch=True)] * count
 

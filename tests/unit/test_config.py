@@ -359,16 +359,11 @@ def test_env_reference_inside_a_string_and_a_list(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("environ", "expected"),
-    [({}, "fallback-key"), ({"WEB_KEY": "real-key"}, "real-key"), ({"WEB_KEY": ""}, "")],
+    [({}, "fallback-key"), ({"WEB_KEY": "real-key"}, "real-key")],
 )
 def test_env_reference_with_default(tmp_path: Path, environ: dict[str, str], expected: str) -> None:
     text = MINIMAL + SOURCE.replace('"browser-key"', '"${WEB_KEY:-fallback-key}"')
-    path = write(tmp_path, text)
-    if expected == "":
-        # Set but empty: the variable wins, and an empty key is refused.
-        assert error_of(path, environ) == f"{path}: sources[0].key: must be a non-empty string"
-        return
-    assert load_config(path, environ=environ).sources[0].key == expected
+    assert load_config(write(tmp_path, text), environ=environ).sources[0].key == expected
 
 
 def test_env_default_may_be_empty_for_optional_text(tmp_path: Path) -> None:
@@ -537,3 +532,18 @@ def test_durations_in_config_become_seconds(tmp_path: Path) -> None:
     assert config.storage.dedup_window_s == 172_800
     assert config.sources[0].max_age_s == 90 * 86400
     assert (config.destinations[0].lease_s, config.destinations[0].backoff_base_s) == (300.0, 1.0)
+
+
+def test_env_default_also_applies_when_the_variable_is_empty(tmp_path: Path) -> None:
+    text = MINIMAL + SOURCE.replace('key = "browser-key"', 'key = "${WEB_KEY:-fallback-key}"')
+    config = load_config(write(tmp_path, text), environ={"WEB_KEY": ""})
+    assert config.sources[0].key == "fallback-key"
+
+
+def test_relative_paths_do_not_depend_on_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "conf", MINIMAL)
+    monkeypatch.chdir(tmp_path)
+    config = load_config(Path("conf/relay.toml"), environ={})
+    assert config.storage.path == (tmp_path / "conf" / "var" / "relay.db").resolve()

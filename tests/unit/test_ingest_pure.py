@@ -125,3 +125,7 @@ def source(*origins: str) -> SourceConfig:
 )
 def test_origin_allowed(origins: tuple[str, ...], origin: str, allowed: bool) -> None:
     assert origin_allowed(source(*origins), origin) is allowed
+
+
+def test_ipv4_mapped_peer_counts_as_trusted() -> None:
+    assert client_ip("::ffff:127.0.0.1", VISITOR, TRUSTED) == VISITOR

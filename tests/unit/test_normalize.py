@@ -609,3 +609,36 @@ def test_user_pii_is_hashed_and_never_stored_in_plaintext() -> None:
     dumped = orjson.dumps(event.payload).decode().lower()
     for plain in ("john", "doe@", "example.com", "650", "555-1234", "cust-42"):
         assert plain not in dumped
+
+
+# --- edge cases fixed after review -------------------------------------------------------
+
+
+def test_event_id_is_trimmed_so_a_stray_newline_does_not_split_an_event() -> None:
+    assert norm({"event_id": " ord-1\n"}).event_id == "ord-1"
+    assert norm({"event_id": "ord-1"}).dedup_key == norm({"event_id": "ord-1\n"}).dedup_key
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("begincheckout", "begin_checkout"), ("GenerateLead", "generate_lead"),
+     ("LogIn", "login"), ("Log In", "login"), ("view-item", "view_item")],
+)  # fmt: skip
+def test_run_together_spellings_of_standard_names(name: str, expected: str) -> None:
+    assert canonical_event_name(name) == expected
+
+
+def test_consent_values_are_case_insensitive() -> None:
+    consent = norm({"consent": {"ad_storage": "GRANTED", "ad_user_data": " Denied "}})
+    assert consent.payload["consent"] == {"ad_storage": "granted", "ad_user_data": "denied"}
+
+
+def test_null_sent_at_falls_back_to_the_envelope() -> None:
+    ctx = RequestContext(received_at_ms=R, sent_at=R - 3_600_000)
+    event = norm({"event_time": R - 3_600_000 - 5000, "sent_at": None}, ctx=ctx)
+    assert (event.event_time_ms, event.time_rule) == (R - 5000, "corrected")
+
+
+def test_unknown_field_warning_caps_the_echoed_key() -> None:
+    event = norm({"x" * 5000: 1})
+    assert event.warnings[0] == "x" * 64 + ": unknown field; dropped"
