@@ -244,9 +244,9 @@ class OutboxStore:
         try:
             async with self._write_lock:
                 results = await self._transaction(self._insert_group, group)
-        except sqlite3.Error as exc:
+        except Exception as exc:  # any failure answers 503; the loop must outlive it
             self.last_write_error = str(exc)
-            log.error("commit_failed", error=str(exc), rows=rows)
+            log.error("commit_failed", error=str(exc), error_type=type(exc).__name__, rows=rows)
             for item in group:
                 if not item.future.done():
                     item.future.set_exception(StoreUnavailable(f"storage write failed: {exc}"))

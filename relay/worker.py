@@ -109,7 +109,13 @@ class DeliveryWorker:
         # A half-open circuit sends one probe batch at a time.
         limit = 1 if self.breaker.state == "open" else self.concurrency
         if len(self._inflight) >= limit:
-            await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+            # also woken by stop(), which must not wait for a slow platform to free a slot
+            waker = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({*self._inflight, waker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waker.cancel()
+                self._wake.clear()
             return
         claimed = await self.store.claim(
             self.name, self.destination.batch_size, self.destination.config.lease_s

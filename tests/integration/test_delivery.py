@@ -246,3 +246,23 @@ async def test_shutdown_records_interrupted_deliveries(make_relay: MakeRelay, we
     assert rows[0][3] == "interrupted by shutdown"
     assert await attempt_rows(relay) == [(1, None, "retry")]
     webhook.hold.set()
+
+
+async def test_stop_does_not_wait_for_a_hung_platform_to_free_a_slot(
+    make_relay: MakeRelay, webhook: FakeWebhook
+):
+    webhook.hold = asyncio.Event()
+    relay = await make_relay(
+        webhook_url=webhook.url,
+        start_workers=True,
+        destination_extra='concurrency = 1\nbatch_size = 1\ntimeout = "600s"',
+    )
+    await relay.post({"events": [event("slot-1"), event("slot-2")]})
+    await webhook.wait_for(lambda: bool(webhook.requests))
+    # the loop sits at full concurrency; without a wake-up, stop would wait out the 600 s timeout
+    async with asyncio.timeout(10):
+        await relay.worker().stop(grace_s=0.05)
+    rows = await delivery_rows(relay)
+    assert [r[:2] for r in rows] == [("slot-1", "pending"), ("slot-2", "pending")]
+    assert rows[0][3] == "interrupted by shutdown"
+    webhook.hold.set()
