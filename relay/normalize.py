@@ -7,6 +7,7 @@ normalized and hashed (relay.pii).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -171,7 +172,11 @@ def apply_time_policy(
 def canonical_event_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
         raise InvalidEvent("event_name: is required and must be a non-empty string")
-    name = name.strip()
+    return _canonical_name(name.strip())
+
+
+@functools.lru_cache(maxsize=4096)  # a site uses a handful of names: a small cache always hits
+def _canonical_name(name: str) -> str:
     if len(name) > MAX_EVENT_NAME_LEN:
         raise InvalidEvent(f"event_name: longer than {MAX_EVENT_NAME_LEN} characters")
     snake = _SEPARATORS.sub("_", _CAMEL_BOUNDARY.sub("_", name)).lower()

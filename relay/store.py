@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import random
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
@@ -25,6 +26,7 @@ from relay.migrations import migrate
 from relay.normalize import NormalizedEvent
 
 log = structlog.get_logger("relay.store")
+T = TypeVar("T")
 
 _INT64_MAX = 2**63 - 1
 # SQLite allows 32766 bound parameters per statement; 9 per event row.
@@ -39,8 +41,10 @@ _DELIVERY_COLUMNS = (
 )
 
 SQL_FIND_BY_KEYS = (
-    "SELECT dedup_key, event_name, event_id, fingerprint FROM events WHERE dedup_key IN ({})"
+    "SELECT json_group_array(json_array(dedup_key, id, event_name, event_id, fingerprint))"
+    " FROM events WHERE dedup_key IN ({})"
 )
+SQL_MAX_EVENT_ROWID = "SELECT max(id) FROM events"
 SQL_INSERT_ONE_EVENT = (
     f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (dedup_key) DO NOTHING RETURNING id"
@@ -167,9 +171,12 @@ class OutboxStore:
         self.clock = clock
         self.durability = durability
         self.commit_max_rows = commit_max_rows
-        self._writer: aiosqlite.Connection | None = None
+        # Every write transaction runs whole, in one hop, on this single thread: a per-statement
+        # hop (aiosqlite's model) waits for a busy event loop between statements and left the
+        # writer idle most of the time under load. One thread also serializes the transactions.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-writer")
+        self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
         self._queue: asyncio.Queue[_PendingInsert | None] = asyncio.Queue()
         self._committer: asyncio.Task[None] | None = None
         self._closing = False
@@ -182,32 +189,59 @@ class OutboxStore:
 
     async def open(self) -> None:
         await asyncio.to_thread(migrate_file, self.path)
-        self._writer = await self._connect()
-        self._reader = await self._connect()
+        await self._run(self._open_writer)
+        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+        for pragma in sqlite_pragmas(self.durability):
+            await self._reader.execute(pragma)
         async with self._reader.execute(SQL_PENDING_COUNT) as cur:
             row = await cur.fetchone()
             self.pending = row[0] if row else 0
         self._committer = asyncio.create_task(self._commit_loop(), name="relay-group-commit")
 
-    async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
+    def _open_writer(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         for pragma in sqlite_pragmas(self.durability):
-            await conn.execute(pragma)
-        return conn
+            conn.execute(pragma)
+        self._writer = conn
 
     async def close(self) -> None:
         """Flush every queued insert (their requests are still waiting), then close."""
+        if self._closing:
+            return
         self._closing = True
         if self._committer is not None:
             await self._queue.put(None)
             await self._committer
-        for conn in (self._writer, self._reader):
-            if conn is not None:
-                await conn.close()
+        if self._writer is not None:
+            await self._run(self._writer.close)
+        self._executor.shutdown(wait=True)
+        if self._reader is not None:
+            await self._reader.close()
 
     @property
     def committer_alive(self) -> bool:
         return self._committer is not None and not self._committer.done()
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _write(self, body: Callable[..., T], *args: Any) -> T:
+        """Run ``body(conn, *args)`` in one write transaction on the writer thread."""
+        return await self._run(self._transaction, body, *args)
+
+    def _transaction(self, body: Callable[..., T], *args: Any) -> T:
+        conn = self._writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn, *args)
+            conn.execute("COMMIT")
+        except BaseException:
+            # a failed COMMIT may already have rolled back
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return result
 
     # ---- ingest: group commit
 
@@ -241,9 +275,12 @@ class OutboxStore:
 
     async def _commit_group(self, group: list[_PendingInsert], rows: int) -> None:
         started = asyncio.get_running_loop().time()
+        events = [e for item in group for e in item.events]
+        routes = [r for item in group for r in item.routes]
         try:
-            async with self._write_lock:
-                results = await self._transaction(self._insert_group, group)
+            results, new_deliveries = await self._write(
+                _insert_events, events, routes, self.clock.now_ms()
+            )
         except Exception as exc:  # any failure answers 503; the loop must outlive it
             self.last_write_error = str(exc)
             log.error("commit_failed", error=str(exc), error_type=type(exc).__name__, rows=rows)
@@ -252,225 +289,47 @@ class OutboxStore:
                     item.future.set_exception(StoreUnavailable(f"storage write failed: {exc}"))
             return
         self.last_write_error = None
-        for item, result in zip(group, results, strict=True):
+        self.pending += new_deliveries
+        position = 0
+        for item in group:
             if not item.future.done():
-                item.future.set_result(result)
+                item.future.set_result(results[position : position + len(item.events)])
+            position += len(item.events)
         if self.commit_observer is not None:
             self.commit_observer(rows, asyncio.get_running_loop().time() - started)
-
-    async def _transaction(self, body: Any, *args: Any) -> Any:
-        conn = self._writer
-        assert conn is not None
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = await body(conn, *args)
-            await conn.execute("COMMIT")
-        except BaseException:
-            # a failed COMMIT may already have rolled back
-            with contextlib.suppress(sqlite3.Error):
-                await conn.execute("ROLLBACK")
-            raise
-        return result
-
-    async def _insert_group(
-        self, conn: aiosqlite.Connection, group: list[_PendingInsert]
-    ) -> list[list[InsertResult]]:
-        now_ms = self.clock.now_ms()
-        events = [e for item in group for e in item.events]
-        routes = [r for item in group for r in item.routes]
-        inserted: dict[int, int] = {}  # dedup_key -> new rowid
-        for start in range(0, len(events), _INSERT_CHUNK):
-            chunk = events[start : start + _INSERT_CHUNK]
-            params: list[Any] = []
-            for e in chunk:
-                params += (
-                    e.dedup_key, e.event_name, e.event_id, e.payload["source"],
-                    e.payload["received_at_ms"], e.event_time_ms, e.time_rule, e.fingerprint,
-                    orjson.dumps(e.payload),
-                )  # fmt: skip
-            sql = (
-                f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES "
-                + ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(chunk))
-                + " ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key"
-            )
-            async with conn.execute(sql, params) as cur:
-                for rowid, key in await cur.fetchall():
-                    inserted[key] = rowid
-
-        # The first copy of a key in VALUES order is the one inserted; every other event is a
-        # duplicate of a stored event, or (rarely) a hash collision resolved by probing.
-        results: list[InsertResult] = []
-        new_rows: list[tuple[int, Sequence[Route]]] = []
-        leftovers: list[int] = []
-        for i, e in enumerate(events):
-            rowid = inserted.pop(e.dedup_key, None)
-            if rowid is not None:
-                results.append(InsertResult("accepted"))
-                new_rows.append((rowid, routes[i]))
-            else:
-                results.append(InsertResult("duplicate"))  # provisional, checked below
-                leftovers.append(i)
-        if leftovers:
-            stored = await self._stored_by_key(conn, {events[i].dedup_key for i in leftovers})
-            for i in leftovers:
-                e = events[i]
-                found = stored.get(e.dedup_key)
-                if found is not None and found[:2] == (e.event_name, e.event_id):
-                    results[i] = InsertResult("duplicate", conflict=found[2] != e.fingerprint)
-                    continue
-                results[i], rowid = await self._insert_probing(conn, e)
-                if rowid is not None:
-                    new_rows.append((rowid, routes[i]))
-
-        await self._insert_deliveries(conn, new_rows, now_ms)
-        out, position = [], 0
-        for item in group:
-            out.append(results[position : position + len(item.events)])
-            position += len(item.events)
-        return out
-
-    async def _stored_by_key(
-        self, conn: aiosqlite.Connection, keys: set[int]
-    ) -> dict[int, tuple[str, str, int]]:
-        found: dict[int, tuple[str, str, int]] = {}
-        key_list = list(keys)
-        for start in range(0, len(key_list), 500):
-            part = key_list[start : start + 500]
-            sql = SQL_FIND_BY_KEYS.format(",".join("?" * len(part)))
-            async with conn.execute(sql, part) as cur:
-                for key, name, event_id, fp in await cur.fetchall():
-                    found[key] = (name, event_id, fp)
-        return found
-
-    async def _insert_probing(
-        self, conn: aiosqlite.Connection, e: NormalizedEvent
-    ) -> tuple[InsertResult, int | None]:
-        """Open addressing for a 64-bit hash collision (about 1 in 10^5 over 10^7 stored events):
-        the event takes the next free key, and a later copy walks the same chain to find it.
-        Retention may cut a chain, at worst storing one extra copy of an event it already saw."""
-        key = e.dedup_key
-        while True:
-            key = key + 1 if key < _INT64_MAX else -(2**63)
-            async with conn.execute(SQL_FIND_BY_KEY, (key,)) as cur:
-                row = await cur.fetchone()
-            if row is None:
-                params = (
-                    key, e.event_name, e.event_id, e.payload["source"],
-                    e.payload["received_at_ms"], e.event_time_ms, e.time_rule, e.fingerprint,
-                    orjson.dumps(e.payload),
-                )  # fmt: skip
-                async with conn.execute(SQL_INSERT_ONE_EVENT, params) as cur:
-                    inserted = await cur.fetchone()
-                assert inserted is not None  # single writer: the slot was free a moment ago
-                log.info("dedup_key_collision", event_name=e.event_name, probe_key=key)
-                return InsertResult("accepted"), inserted[0]
-            if (row[0], row[1]) == (e.event_name, e.event_id):
-                return InsertResult("duplicate", conflict=row[2] != e.fingerprint), None
-
-    async def _insert_deliveries(
-        self, conn: aiosqlite.Connection, new_rows: list[tuple[int, Sequence[Route]]], now_ms: int
-    ) -> None:
-        params: list[Any] = []
-        for rowid, routes in new_rows:
-            for route in routes:
-                params += (rowid, route.destination, now_ms, route.deadline_ms, now_ms, now_ms)
-        if not params:
-            return
-        per_row = 6
-        step = _INSERT_CHUNK * per_row
-        for start in range(0, len(params), step):
-            part = params[start : start + step]
-            sql = f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES " + ",".join(
-                ["(?,?,?,?,?,?)"] * (len(part) // per_row)
-            )
-            await conn.execute(sql, part)
-        self.pending += len(params) // per_row
 
     # ---- delivery: claims and outcomes
 
     async def claim(self, destination: str, limit: int, lease_s: float) -> list[Claimed]:
         """Lease up to ``limit`` due deliveries; the attempt is counted now, at claim time."""
         now_ms = self.clock.now_ms()
-        token = random.getrandbits(62)
         args = {
-            "token": token,
+            "token": random.getrandbits(62),
             "lease_until": now_ms + int(lease_s * 1000),
             "now": now_ms,
             "destination": destination,
             "limit": limit,
         }
-
-        async def body(conn: aiosqlite.Connection) -> list[Any]:
-            async with conn.execute(SQL_CLAIM, args) as cur:
-                return list(await cur.fetchall())
-
-        async with self._write_lock:
-            rows = await self._transaction(body)
-        if not rows:
-            return []
-        payloads = await self._payloads([r[1] for r in rows])
-        claimed = [
-            Claimed(r[0], r[2], r[3], token, orjson.loads(payloads[r[1]]))
-            for r in sorted(rows, key=lambda r: r[0])
-        ]
-        return claimed
-
-    async def _payloads(self, event_rowids: list[int]) -> dict[int, bytes]:
-        conn = self._reader
-        assert conn is not None
-        out: dict[int, bytes] = {}
-        unique = list(set(event_rowids))
-        for start in range(0, len(unique), 500):
-            part = unique[start : start + 500]
-            sql = SQL_EVENT_PAYLOADS.format(",".join("?" * len(part)))
-            async with conn.execute(sql, part) as cur:
-                out.update((rowid, payload) for rowid, payload in await cur.fetchall())
-        return out
+        return await self._write(_claim, args)
 
     async def record(self, records: Sequence[Record]) -> int:
         """Write outcomes and attempt log rows; returns how many deliveries still held their lease
         (a lease that expired and was re-claimed elsewhere is not overwritten)."""
         if not records:
             return 0
-        now_ms = self.clock.now_ms()
+        applied, finished = await self._write(_record, records, self.clock.now_ms())
+        self.pending -= finished
+        return applied
 
-        async def body(conn: aiosqlite.Connection) -> int:
-            applied = 0
-            for r in records:
-                cur = await conn.execute(
-                    SQL_RECORD,
-                    {
-                        "state": r.state,
-                        "next_at": r.next_attempt_at_ms,
-                        "detail": r.detail,
-                        "now": now_ms,
-                        "id": r.delivery_id,
-                        "token": r.lease_token,
-                    },
-                )
-                applied += cur.rowcount
-                if cur.rowcount and r.state != "pending":
-                    self.pending -= 1
-            await conn.executemany(
-                SQL_INSERT_ATTEMPT,
-                [
-                    {
-                        "id": r.delivery_id,
-                        "attempt": r.attempt,
-                        "started_at": r.started_at_ms,
-                        "duration_ms": r.duration_ms,
-                        "http_status": r.http_status,
-                        "outcome": r.outcome,
-                        "detail": r.detail,
-                    }
-                    for r in records
-                ],
-            )
-            return applied
+    async def check_writable(self) -> None:
+        """Raise if a write transaction cannot be opened (readyz)."""
+        if not self.committer_alive:
+            raise StoreUnavailable("group commit writer is not running")
+        await self._write(lambda conn: None)
 
-        async with self._write_lock:
-            result: int = await self._transaction(body)
-            return result
+    async def execute_write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """One statement in its own write transaction (tests, maintenance)."""
+        await self._write(lambda conn: conn.execute(sql, params))
 
     # ---- reads (reader connection: never waits for the writer)
 
@@ -492,11 +351,162 @@ class OutboxStore:
         async with self._reader.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
-    async def check_writable(self) -> None:
-        """Raise if a write transaction cannot be opened (readyz)."""
-        if not self.committer_alive:
-            raise StoreUnavailable("group commit writer is not running")
-        async with self._write_lock:
-            assert self._writer is not None
-            await self._writer.execute("BEGIN IMMEDIATE")
-            await self._writer.execute("ROLLBACK")
+
+# ---- transaction bodies: run on the writer thread, inside BEGIN IMMEDIATE ... COMMIT
+
+
+def _event_params(e: NormalizedEvent, key: int) -> tuple[Any, ...]:
+    return (
+        key, e.event_name, e.event_id, e.payload["source"], e.payload["received_at_ms"],
+        e.event_time_ms, e.time_rule, e.fingerprint, orjson.dumps(e.payload),
+    )  # fmt: skip
+
+
+def _insert_events(
+    conn: sqlite3.Connection,
+    events: Sequence[NormalizedEvent],
+    routes: Sequence[Sequence[Route]],
+    now_ms: int,
+) -> tuple[list[InsertResult], int]:
+    """Insert deduplicated events and their deliveries; (result per event, deliveries created).
+
+    The multi-row INSERT ... ON CONFLICT DO NOTHING is the dedup check (no read-then-write race).
+    Nothing here steps through result rows one by one: every step releases and re-takes the GIL,
+    and under load each re-take waited for the busy event loop (RETURNING cost 5x the insert).
+    """
+    results: list[InsertResult] = []
+    new_rows: list[tuple[int, Sequence[Route]]] = []
+    for start in range(0, len(events), _INSERT_CHUNK):
+        chunk = events[start : start + _INSERT_CHUNK]
+        before = conn.execute(SQL_MAX_EVENT_ROWID).fetchone()[0] or 0
+        cur = conn.execute(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES "
+            + ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(chunk))
+            + " ON CONFLICT (dedup_key) DO NOTHING",
+            [p for e in chunk for p in _event_params(e, e.dedup_key)],
+        )
+        if cur.rowcount == len(chunk) and cur.lastrowid == before + len(chunk):
+            # All new: rowids were assigned max+1 in VALUES order, so they are before+1.. .
+            results += [InsertResult("accepted")] * len(chunk)
+            new_rows += [(before + n, routes[start + n - 1]) for n in range(1, len(chunk) + 1)]
+            continue
+        stored = _stored_by_key(conn, {e.dedup_key for e in chunk})
+        taken: set[int] = set()  # rows of this chunk already credited to an earlier copy
+        for i, e in enumerate(chunk, start=start):
+            found = stored.get(e.dedup_key)
+            if found is not None and found[1:3] == (e.event_name, e.event_id):
+                rowid = found[0]
+                if rowid > before and rowid not in taken:
+                    taken.add(rowid)
+                    results.append(InsertResult("accepted"))  # the first copy, inserted just now
+                    new_rows.append((rowid, routes[i]))
+                else:
+                    results.append(InsertResult("duplicate", conflict=found[3] != e.fingerprint))
+                continue
+            result, new_rowid = _insert_probing(conn, e)
+            results.append(result)
+            if new_rowid is not None:
+                new_rows.append((new_rowid, routes[i]))
+    return results, _insert_deliveries(conn, new_rows, now_ms)
+
+
+def _stored_by_key(
+    conn: sqlite3.Connection, keys: set[int]
+) -> dict[int, tuple[int, str, str, int]]:
+    """dedup_key -> (rowid, event_name, event_id, fingerprint), in one aggregated row per query."""
+    found: dict[int, tuple[int, str, str, int]] = {}
+    key_list = list(keys)
+    for start in range(0, len(key_list), _INSERT_CHUNK):
+        part = key_list[start : start + _INSERT_CHUNK]
+        sql = SQL_FIND_BY_KEYS.format(",".join("?" * len(part)))
+        for key, rowid, name, event_id, fp in orjson.loads(conn.execute(sql, part).fetchone()[0]):
+            found[key] = (rowid, name, event_id, fp)
+    return found
+
+
+def _insert_probing(
+    conn: sqlite3.Connection, e: NormalizedEvent
+) -> tuple[InsertResult, int | None]:
+    """Open addressing for a 64-bit hash collision (about 1 in 10^5 over 10^7 stored events):
+    the event takes the next free key, and a later copy walks the same chain to find it.
+    Retention may cut a chain, at worst storing one extra copy of an event it already saw."""
+    key = e.dedup_key
+    while True:
+        key = key + 1 if key < _INT64_MAX else -(2**63)
+        row = conn.execute(SQL_FIND_BY_KEY, (key,)).fetchone()
+        if row is None:
+            inserted = conn.execute(SQL_INSERT_ONE_EVENT, _event_params(e, key)).fetchone()
+            assert inserted is not None  # single writer: the slot was free a moment ago
+            log.info("dedup_key_collision", event_name=e.event_name, probe_key=key)
+            return InsertResult("accepted"), inserted[0]
+        if (row[0], row[1]) == (e.event_name, e.event_id):
+            return InsertResult("duplicate", conflict=row[2] != e.fingerprint), None
+
+
+def _insert_deliveries(
+    conn: sqlite3.Connection, new_rows: list[tuple[int, Sequence[Route]]], now_ms: int
+) -> int:
+    rows = [
+        (rowid, route.destination, now_ms, route.deadline_ms, now_ms, now_ms)
+        for rowid, routes in new_rows
+        for route in routes
+    ]
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        part = rows[start : start + _INSERT_CHUNK]
+        sql = f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES " + ",".join(
+            ["(?,?,?,?,?,?)"] * len(part)
+        )
+        conn.execute(sql, [p for row in part for p in row])
+    return len(rows)
+
+
+def _claim(conn: sqlite3.Connection, args: dict[str, Any]) -> list[Claimed]:
+    rows = conn.execute(SQL_CLAIM, args).fetchall()
+    if not rows:
+        return []
+    payloads: dict[int, bytes] = {}
+    event_rowids = list({r[1] for r in rows})
+    for start in range(0, len(event_rowids), 500):
+        part = event_rowids[start : start + 500]
+        sql = SQL_EVENT_PAYLOADS.format(",".join("?" * len(part)))
+        payloads.update(conn.execute(sql, part).fetchall())
+    return [
+        Claimed(r[0], r[2], r[3], args["token"], orjson.loads(payloads[r[1]]))
+        for r in sorted(rows, key=lambda r: r[0])
+    ]
+
+
+def _record(conn: sqlite3.Connection, records: Sequence[Record], now_ms: int) -> tuple[int, int]:
+    """(rows whose lease still held, of which reached a final state)."""
+    applied = finished = 0
+    for r in records:
+        changed = conn.execute(
+            SQL_RECORD,
+            {
+                "state": r.state,
+                "next_at": r.next_attempt_at_ms,
+                "detail": r.detail,
+                "now": now_ms,
+                "id": r.delivery_id,
+                "token": r.lease_token,
+            },
+        ).rowcount
+        applied += changed
+        if changed and r.state != "pending":
+            finished += 1
+    conn.executemany(
+        SQL_INSERT_ATTEMPT,
+        [
+            {
+                "id": r.delivery_id,
+                "attempt": r.attempt,
+                "started_at": r.started_at_ms,
+                "duration_ms": r.duration_ms,
+                "http_status": r.http_status,
+                "outcome": r.outcome,
+                "detail": r.detail,
+            }
+            for r in records
+        ],
+    )
+    return applied, finished

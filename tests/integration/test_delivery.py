@@ -148,7 +148,7 @@ async def test_past_the_platform_window_is_expired_not_sent(
 ):
     relay = await make_relay(webhook_url=webhook.url)
     await relay.post(event("x-1"))
-    await relay.state.store._writer.execute(
+    await relay.state.store.execute_write(
         "UPDATE deliveries SET deadline_ms = ?", (clock.now_ms() + 1000,)
     )
     clock.advance(2)
@@ -163,7 +163,7 @@ async def test_retry_that_would_pass_the_deadline_expires(
     webhook.default = (503, {"Retry-After": "7200"}, b"down")
     relay = await make_relay(webhook_url=webhook.url)
     await relay.post(event("x-2"))
-    await relay.state.store._writer.execute(
+    await relay.state.store.execute_write(
         "UPDATE deliveries SET deadline_ms = ?", (clock.now_ms() + 3_600_000,)
     )
     await relay.worker().run_once()

@@ -223,10 +223,10 @@ async def test_no_plaintext_email_or_phone_at_rest(make_relay: MakeRelay):
 async def test_write_failure_answers_503_and_acknowledges_nothing(make_relay: MakeRelay):
     relay = await make_relay()
     assert (await relay.post(event("before"))).status == 202
-    writer = relay.state.store._writer
+    store = relay.state.store
     # SQLite's page quota makes the next write fail exactly as a full disk does (SQLITE_FULL).
-    pages = (await (await writer.execute("PRAGMA page_count")).fetchone())[0]
-    await writer.execute(f"PRAGMA max_page_count = {pages}")
+    [(pages,)] = await store.fetchall("PRAGMA page_count")
+    await store.execute_write(f"PRAGMA max_page_count = {pages}")
     big = [event(f"full-{i}", properties={"value": 1, "currency": "EUR", "pad": "x" * 3000})
            for i in range(20)]  # fmt: skip
     resp = await relay.post({"events": big})
@@ -236,7 +236,7 @@ async def test_write_failure_answers_503_and_acknowledges_nothing(make_relay: Ma
     ready = await relay.client.get("/readyz")
     assert ready.status == 503
     # space comes back: the same request now succeeds, and relay recovered by itself
-    await writer.execute("PRAGMA max_page_count = 1073741823")
+    await store.execute_write("PRAGMA max_page_count = 1073741823")
     resp = await relay.post({"events": big})
     assert resp.status == 202
     assert stored_ids(relay) == ["before"] + [f"full-{i}" for i in range(20)]

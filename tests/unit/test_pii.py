@@ -3,6 +3,7 @@
 import hashlib
 from typing import Any
 
+import phonenumbers
 import pytest
 
 from relay.pii import is_sha256_hex, normalize_user, sha256_hex
@@ -479,3 +480,24 @@ def test_input_not_mutated_and_no_plaintext_stored() -> None:
     assert user == snapshot
     assert all(is_sha256_hex(v) for v in stored.values())
     assert len(stored) == 5
+
+
+def test_international_fast_path_agrees_with_libphonenumber_for_every_region() -> None:
+    """The shortcut for "+CC ..." numbers must hash exactly what the full parse would."""
+    from relay.pii import _plain_international
+
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            written = phonenumbers.format_number(
+                example, phonenumbers.PhoneNumberFormat.INTERNATIONAL
+            )
+            expected = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
+            fast = _plain_international(written)
+            if fast is not None:
+                checked += 1
+                assert fast == expected, (region, written)
+    assert checked > 300  # the shortcut really covers most of the world's numbers
