@@ -14,6 +14,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Mapping
+from string import ascii_lowercase, digits
 from typing import Any
 
 import phonenumbers
@@ -27,7 +28,12 @@ _DATE_OF_BIRTH = re.compile(r"([0-9]{4})([-/]?)([0-9]{2})\2([0-9]{2})(?:[T ][0-9
 _US_ZIP = re.compile(r"[0-9]{5}")
 # ASCII fast path of _fold: what to delete per kept-category set (most input is ASCII, and the
 # per-character unicodedata loop was a fifth of ingest CPU).
-_ASCII_DROP = {"LM": re.compile(r"[^a-z]+"), "LN": re.compile(r"[^a-z0-9]+")}
+_ASCII_DELETE = {
+    keep: str.maketrans(
+        "", "", "".join(c for c in map(chr, range(128)) if not c.isspace() and c not in kept)
+    )
+    for keep, kept in (("LM", ascii_lowercase), ("LN", ascii_lowercase + digits))
+}
 # A phone already written internationally: "+", digits, and only formatting between them.
 _INTERNATIONAL_PHONE = re.compile(r"\+[0-9][0-9 ().\-]{6,24}")
 _PHONE_FORMATTING = str.maketrans("", "", " ().-")
@@ -209,10 +215,8 @@ def _fold(text: str, keep: str, *, spaces: bool) -> str:
     Combining marks must stay because many scripts (Devanagari, Thai) have no precomposed
     forms. str.lower() rather than casefold(): platforms lowercase, they do not fold "ß".
     """
-    if text.isascii() and keep in _ASCII_DROP:
-        drop = _ASCII_DROP[keep]
-        ascii_words = (drop.sub("", word) for word in text.lower().split())
-        return (" " if spaces else "").join(word for word in ascii_words if word)
+    if text.isascii() and keep in _ASCII_DELETE:
+        return (" " if spaces else "").join(text.lower().translate(_ASCII_DELETE[keep]).split())
     folded = unicodedata.normalize("NFC", text.lower())
     words = (
         "".join(c for c in word if unicodedata.category(c)[0] in keep) for word in folded.split()
