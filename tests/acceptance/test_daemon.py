@@ -10,7 +10,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -92,14 +91,6 @@ lease = "3s"
         assert self.proc is not None
         self.proc.send_signal(sig)
         return self.proc.wait(timeout=30)
-
-
-@pytest.fixture
-async def webhook() -> AsyncIterator[FakeWebhook]:
-    fake = FakeWebhook(secret=WEBHOOK_SECRET)
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 class Load:
