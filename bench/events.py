@@ -38,7 +38,7 @@ def sample_event(event_id: str, event_time_s: int) -> dict[str, Any]:
                 "(KHTML, like Gecko) Version/17.1 Safari/605.1.15"
             ),
             "fbp": "fb.1.1732380000123.1234567890",
-            "fbc": "fb.1.1732379000456.IwAR2F4-dbP0l7Mn1IawQQGCINEz7PYXQvwjNwB_qa2ofrHyiLjcbCRxTDMgk",
+            "fbc": "fb.1.1732379000456.IwAR2F4-dbP0l7Mn1IawQQGCINEz7PYXQvwjNwB_qa2ofrHyiLjcbCR",
         },
         "properties": {
             "value": 129.9,

@@ -9,11 +9,14 @@ import secrets
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.events import ID_MARKER, raw_template
-from bench.servers import RELAY_KEY, BenchError
+from bench.servers import OPENER, RELAY_KEY, BenchError
 
 SCRIPT = Path(__file__).resolve().parent / "wrk" / "events.lua"
 # A stall longer than this counts as a wrk timeout error (which fails the run) rather than as
@@ -47,6 +50,30 @@ class WrkResult:
         return sum(self.errors.values())
 
 
+def probe(url: str, workload: Workload) -> str:
+    """Send one request like wrk's and describe the answer (to say why wrk saw errors)."""
+    template = raw_template(int(time.time())).decode()
+    events = [
+        template.replace(ID_MARKER, f"probe-{uuid.uuid4()}")
+        for _ in range(workload.events_per_request)
+    ]
+    body = (
+        events[0] if workload.events_per_request == 1 else '{"events":[' + ",".join(events) + "]}"
+    )
+    request = urllib.request.Request(
+        f"{url}/v1/events",
+        data=body.encode(),
+        headers={"Authorization": f"Bearer {RELAY_KEY}", "Content-Type": "application/json"},
+    )
+    try:
+        with OPENER.open(request, timeout=30) as response:
+            return f"{response.status} {response.read()[:300]!r}"
+    except urllib.error.HTTPError as exc:
+        return f"{exc.code} {exc.read()[:500]!r}"
+    except OSError as exc:
+        return f"no answer: {exc}"
+
+
 def wrk_version() -> str:
     path = shutil.which("wrk")
     if path is None:
@@ -58,7 +85,7 @@ def wrk_version() -> str:
 def run_wrk(
     url: str,
     workload: Workload,
-    seconds: float,
+    seconds: int,
     work_dir: Path,
     connections: int = 50,
     threads: int = 1,
@@ -80,7 +107,7 @@ def run_wrk(
         "wrk",
         f"-t{threads}",
         f"-c{connections}",
-        f"-d{seconds:g}s",
+        f"-d{seconds}s",  # wrk takes whole seconds only
         f"--timeout={REQUEST_TIMEOUT_S}s",
         "-s",
         str(SCRIPT),
@@ -101,7 +128,8 @@ def run_wrk(
         # wrk's "status" errors are answers >= 400; the others are socket errors and timeouts.
         raise BenchError(
             f"{url}: {workload.name}: {result.errors} out of {result.requests} requests "
-            f"(every request must be answered 2xx):\n{proc.stdout}"
+            f"(every request must be answered 2xx):\n{proc.stdout}\n"
+            f"one such request sent again: {probe(url, workload)}"
         )
     if result.requests == 0:
         raise BenchError(f"{url}: {workload.name}: wrk completed no request:\n{proc.stdout}")

@@ -22,7 +22,7 @@ STARTUP_TIMEOUT_S = 120.0  # a 10M-row database takes a while to open
 STOP_TIMEOUT_S = 30.0
 
 # urllib must not route loopback requests through a proxy from the environment
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class BenchError(RuntimeError):
@@ -98,7 +98,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def get(self, path: str, timeout: float = 5.0) -> bytes:
-        with _OPENER.open(self.url + path, timeout=timeout) as response:
+        with OPENER.open(self.url + path, timeout=timeout) as response:
             body: bytes = response.read()
             return body
 
