@@ -44,7 +44,6 @@ SQL_FIND_BY_KEYS = (
     "SELECT json_group_array(json_array(dedup_key, id, event_name, event_id, fingerprint))"
     " FROM events WHERE dedup_key IN ({})"
 )
-SQL_MAX_EVENT_ROWID = "SELECT max(id) FROM events"
 SQL_INSERT_ONE_EVENT = (
     f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (dedup_key) DO NOTHING RETURNING id"
@@ -202,6 +201,10 @@ class OutboxStore:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         for pragma in sqlite_pragmas(self.durability):
             conn.execute(pragma)
+        # The first INSERT/UPDATE of a transaction now opens it (BEGIN IMMEDIATE) inside its own
+        # call: every execute() is a GIL handoff, and under load each handoff cost up to the
+        # switch interval.
+        conn.isolation_level = "IMMEDIATE"
         self._writer = conn
 
     async def close(self) -> None:
@@ -232,14 +235,13 @@ class OutboxStore:
     def _transaction(self, body: Callable[..., T], *args: Any) -> T:
         conn = self._writer
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
         try:
             result = body(conn, *args)
-            conn.execute("COMMIT")
+            conn.commit()
         except BaseException:
             # a failed COMMIT may already have rolled back
             with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+                conn.rollback()
             raise
         return result
 
@@ -325,7 +327,7 @@ class OutboxStore:
         """Raise if a write transaction cannot be opened (readyz)."""
         if not self.committer_alive:
             raise StoreUnavailable("group commit writer is not running")
-        await self._write(lambda conn: None)
+        await self._write(_probe_write)
 
     async def execute_write(self, sql: str, params: Sequence[Any] = ()) -> None:
         """One statement in its own write transaction (tests, maintenance)."""
@@ -378,17 +380,19 @@ def _insert_events(
     new_rows: list[tuple[int, Sequence[Route]]] = []
     for start in range(0, len(events), _INSERT_CHUNK):
         chunk = events[start : start + _INSERT_CHUNK]
-        before = conn.execute(SQL_MAX_EVENT_ROWID).fetchone()[0] or 0
         cur = conn.execute(
             f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES "
             + ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(chunk))
             + " ON CONFLICT (dedup_key) DO NOTHING",
             [p for e in chunk for p in _event_params(e, e.dedup_key)],
         )
-        if cur.rowcount == len(chunk) and cur.lastrowid == before + len(chunk):
-            # All new: rowids were assigned max+1 in VALUES order, so they are before+1.. .
+        # Rows one INSERT adds get consecutive rowids (each max+1, in VALUES order; skipped
+        # conflicts take none), so rowcount and lastrowid say which rows are new.
+        inserted = cur.rowcount
+        first_new = (cur.lastrowid or 0) - inserted + 1 if inserted > 0 else 0
+        if inserted == len(chunk):
             results += [InsertResult("accepted")] * len(chunk)
-            new_rows += [(before + n, routes[start + n - 1]) for n in range(1, len(chunk) + 1)]
+            new_rows += [(first_new + n, routes[start + n]) for n in range(len(chunk))]
             continue
         stored = _stored_by_key(conn, {e.dedup_key for e in chunk})
         taken: set[int] = set()  # rows of this chunk already credited to an earlier copy
@@ -396,7 +400,7 @@ def _insert_events(
             found = stored.get(e.dedup_key)
             if found is not None and found[1:3] == (e.event_name, e.event_id):
                 rowid = found[0]
-                if rowid > before and rowid not in taken:
+                if inserted > 0 and rowid >= first_new and rowid not in taken:
                     taken.add(rowid)
                     results.append(InsertResult("accepted"))  # the first copy, inserted just now
                     new_rows.append((rowid, routes[i]))
@@ -510,3 +514,8 @@ def _record(conn: sqlite3.Connection, records: Sequence[Record], now_ms: int) ->
         ],
     )
     return applied, finished
+
+
+def _probe_write(conn: sqlite3.Connection) -> None:
+    """Take the write lock and give it back: proves a write transaction can start."""
+    conn.execute("BEGIN IMMEDIATE")
