@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -102,7 +101,7 @@ async def preflight(request: web.Request) -> web.Response:
 async def post_events(request: web.Request) -> web.Response:
     state = request.app[STATE]
     response = await _post_events(request, state)
-    state.metrics.ingest_requests.labels(str(response.status)).inc()
+    state.metrics.count_request(response.status)
     return response
 
 
@@ -219,10 +218,11 @@ async def _post_events(request: web.Request, state: AppState) -> web.Response:
             if name in state.workers:
                 state.workers[name].wake()
 
-    counts = Counter(r["status"] for r in results)
-    for result_status, n in counts.items():
-        state.metrics.ingest_events.labels(source.name, result_status).inc(n)
-    status = 400 if counts.get("rejected") == len(results) else 202
+    rejected = 0
+    for result in results:
+        state.metrics.count_event(source.name, result["status"])
+        rejected += result["status"] == "rejected"
+    status = 400 if rejected == len(results) else 202
     payload: dict[str, Any] = {"results": results}
     if status == 400:
         payload["error"] = results[0]["error"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -19,6 +21,8 @@ disable_created_metrics()
 
 class Metrics:
     def __init__(self) -> None:
+        self._requests: dict[int, Any] = {}
+        self._events: dict[tuple[str, str], Any] = {}
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.ingest_requests = Counter(
             "relay_ingest_requests", "Ingest HTTP requests by status code", ["code"], registry=r
@@ -81,6 +85,19 @@ class Metrics:
             ["destination"],
             registry=r,
         )
+
+    def count_request(self, code: int) -> None:
+        # labels() takes a lock and builds a key each call; the hot path keeps the children
+        child = self._requests.get(code)
+        if child is None:
+            child = self._requests[code] = self.ingest_requests.labels(str(code))
+        child.inc()
+
+    def count_event(self, source: str, status: str) -> None:
+        child = self._events.get((source, status))
+        if child is None:
+            child = self._events[source, status] = self.ingest_events.labels(source, status)
+        child.inc()
 
     def observe_commit(self, rows: int, seconds: float) -> None:
         self.commit_rows.observe(rows)

@@ -86,7 +86,7 @@ class InvalidEvent(ValueError):
     """Rejects one event; the message starts with the field it is about."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RequestContext:
     """What the HTTP layer knows about the request that carried the events."""
 
@@ -96,7 +96,7 @@ class RequestContext:
     sent_at: Any = None  # envelope-level sent_at, the default for events without their own
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NormalizedEvent:
     event_id: str
     event_name: str

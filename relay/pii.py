@@ -103,7 +103,7 @@ def normalize_user(
 ) -> tuple[dict[str, str], list[str]]:
     """Canonical stored user fields and warnings (each warning names the field, e.g.
     "user.phone: not a valid phone number for region US; dropped")."""
-    if not isinstance(user, Mapping):
+    if not isinstance(user, dict):
         return {}, ["user: expected an object; dropped"]
     us = _is_us(user.get("country"), default_region)
     stored: dict[str, str] = {}
@@ -192,7 +192,7 @@ def _json_type(value: Any) -> str:
         return "boolean"
     if isinstance(value, int | float):
         return "number"
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         return "object"
     if isinstance(value, list | tuple):
         return "array"

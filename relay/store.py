@@ -88,7 +88,7 @@ class StoreUnavailable(RuntimeError):
     """The store cannot take writes now (disk full, I/O error, shutting down): answer 503."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     """A delivery to create for an accepted event."""
 
@@ -96,10 +96,15 @@ class Route:
     deadline_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InsertResult:
     status: str  # "accepted" | "duplicate"
     conflict: bool = False
+
+
+ACCEPTED = InsertResult("accepted")
+DUPLICATE = InsertResult("duplicate")
+CONFLICT = InsertResult("duplicate", conflict=True)
 
 
 @dataclass(frozen=True)
@@ -391,7 +396,7 @@ def _insert_events(
         inserted = cur.rowcount
         first_new = (cur.lastrowid or 0) - inserted + 1 if inserted > 0 else 0
         if inserted == len(chunk):
-            results += [InsertResult("accepted")] * len(chunk)
+            results += [ACCEPTED] * len(chunk)
             new_rows += [(first_new + n, routes[start + n]) for n in range(len(chunk))]
             continue
         stored = _stored_by_key(conn, {e.dedup_key for e in chunk})
@@ -402,10 +407,10 @@ def _insert_events(
                 rowid = found[0]
                 if inserted > 0 and rowid >= first_new and rowid not in taken:
                     taken.add(rowid)
-                    results.append(InsertResult("accepted"))  # the first copy, inserted just now
+                    results.append(ACCEPTED)  # the first copy, inserted just now
                     new_rows.append((rowid, routes[i]))
                 else:
-                    results.append(InsertResult("duplicate", conflict=found[3] != e.fingerprint))
+                    results.append(CONFLICT if found[3] != e.fingerprint else DUPLICATE)
                 continue
             result, new_rowid = _insert_probing(conn, e)
             results.append(result)
@@ -442,9 +447,9 @@ def _insert_probing(
             inserted = conn.execute(SQL_INSERT_ONE_EVENT, _event_params(e, key)).fetchone()
             assert inserted is not None  # single writer: the slot was free a moment ago
             log.info("dedup_key_collision", event_name=e.event_name, probe_key=key)
-            return InsertResult("accepted"), inserted[0]
+            return ACCEPTED, inserted[0]
         if (row[0], row[1]) == (e.event_name, e.event_id):
-            return InsertResult("duplicate", conflict=row[2] != e.fingerprint), None
+            return CONFLICT if row[2] != e.fingerprint else DUPLICATE, None
 
 
 def _insert_deliveries(
