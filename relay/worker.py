@@ -62,7 +62,11 @@ class DeliveryWorker:
         self.concurrency = cfg.concurrency
         self._min_interval_ms = int(1000 / cfg.rate_limit) if cfg.rate_limit > 0 else 0
         self._next_send_ms = 0
-        self._wake = asyncio.Event()
+        # set by wake() when new deliveries were written; cleared by each claim attempt
+        self._woken = False
+        # the loop's current wait; wake() resolves it only when ``_wakeable``, stop() always
+        self._waiter: asyncio.Future[None] | None = None
+        self._wakeable = False
         self._stopping = False
         self._inflight: set[asyncio.Task[int]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -78,13 +82,17 @@ class DeliveryWorker:
         return self._loop_task is not None and not self._loop_task.done()
 
     def wake(self) -> None:
-        self._wake.set()
+        """New deliveries are due. Called for every ingest request, so it stays this cheap."""
+        self._woken = True
+        if self._wakeable and self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def stop(self, grace_s: float) -> None:
         """Stop claiming; give in-flight batches ``grace_s`` to finish, then cancel them (they
         still record their outcome)."""
         self._stopping = True
-        self._wake.set()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
         if self._loop_task is not None:
             await self._loop_task
         if self._inflight:
@@ -99,48 +107,58 @@ class DeliveryWorker:
                 await self._step()
             except Exception as exc:  # a bug or a database error must not kill the loop
                 log.exception("worker_step_failed", destination=self.name, error=str(exc))
-                await self._idle(5.0)
+                await self._wait(5.0, wakeable=False)
 
     async def _step(self) -> None:
         now_ms = self.clock.now_ms()
         if not self.breaker.allows(now_ms):
-            await self._idle((self.breaker.reopen_at_ms() - now_ms) / 1000)
+            # new events change nothing while the circuit is open: only time does
+            await self._wait((self.breaker.reopen_at_ms() - now_ms) / 1000, wakeable=False)
             return
         # A half-open circuit sends one probe batch at a time.
         limit = 1 if self.breaker.state == "open" else self.concurrency
         if len(self._inflight) >= limit:
             # also woken by stop(), which must not wait for a slow platform to free a slot
-            waker = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({*self._inflight, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waker.cancel()
-                self._wake.clear()
+            await self._wait(None, wakeable=False, or_any=self._inflight)
             return
+        self._woken = False
         claimed = await self.store.claim(
             self.name, self.destination.batch_size, self.destination.config.lease_s
         )
         if not claimed:
             next_due = await self.store.next_due_ms(self.name)
             wait_s = IDLE_POLL_S if next_due is None else (next_due - now_ms) / 1000
-            await self._idle(min(max(wait_s, 0.0), IDLE_POLL_S))
+            await self._wait(min(max(wait_s, 0.0), IDLE_POLL_S), wakeable=True)
             return
         task = asyncio.create_task(self.process(claimed))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _idle(self, seconds: float) -> None:
-        if self._wake.is_set():
-            self._wake.clear()
+    async def _wait(
+        self,
+        seconds: float | None,
+        *,
+        wakeable: bool,
+        or_any: set[asyncio.Task[int]] | None = None,
+    ) -> None:
+        """Wait until ``seconds`` pass (None: no timer), stop(), wake() if ``wakeable``, or one
+        of ``or_any`` finishes. One future and one timer: no task per wait, since every ingest
+        request wakes the loop."""
+        if self._stopping or (wakeable and self._woken):
             return
-        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
-        waker = asyncio.ensure_future(self._wake.wait())
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        self._wakeable = wakeable
+        timer = None if seconds is None else self.clock.call_later(seconds, _resolve, waiter)
         try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            if or_any:
+                await asyncio.wait({*or_any, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await waiter
         finally:
-            sleeper.cancel()
-            waker.cancel()
-            self._wake.clear()
+            if timer is not None:
+                timer.cancel()
+            self._waiter = None
+            self._wakeable = False
 
     # ---- deterministic driving for tests and `relay` one-shot commands
 
@@ -339,3 +357,8 @@ class DeliveryWorker:
             outcome=kind,
             detail=detail,
         )
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
