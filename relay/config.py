@@ -66,7 +66,8 @@ class DestinationConfig:
     test_event_code: str | None = None
     events: frozenset[str] | None = None
     event_names: Mapping[str, str] = field(default_factory=dict)
-    require_consent: tuple[str, ...] = ()
+    # consent kinds an event must not deny to be routed here (ad_storage, ad_user_data, ...)
+    consent: tuple[str, ...] = ()
     batch_size: int = 500
     concurrency: int = 2
     rate_limit: float = 0.0  # requests per second, 0 = unlimited
@@ -229,7 +230,7 @@ _DESTINATION_KEYS: dict[str, Parser] = {
     "test_event_code": _str,
     "events": _str_list,
     "event_names": _str_map,
-    "require_consent": _str_list,
+    "consent": _str_list,
     "batch_size": _pos_int,
     "concurrency": _pos_int,
     "rate_limit": _non_neg_float,
@@ -376,10 +377,10 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
                 raise loader.error(f"{where}.{key}", f'is required for type "{type_name}"')
         if "events" in known:
             known["events"] = frozenset(known["events"])
-        for kind in known.get("require_consent", ()):
+        for kind in known.get("consent", ()):
             if kind not in _CONSENT_KINDS:
                 raise loader.error(
-                    f"{where}.require_consent", "entries must be among " + ", ".join(_CONSENT_KINDS)
+                    f"{where}.consent", "entries must be among " + ", ".join(_CONSENT_KINDS)
                 )
         destinations.append(DestinationConfig(**known, options=options))
     _unique(loader, "destinations", [d.name for d in destinations], "name")

@@ -79,6 +79,12 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self.destination_paused = Gauge(
+            "relay_destination_paused",
+            "1 while a destination is paused by a setup fault (e.g. a revoked token)",
+            ["destination"],
+            registry=r,
+        )
         self.circuit_open = Gauge(
             "relay_circuit_open",
             "1 while a destination's circuit breaker is open",

@@ -27,6 +27,8 @@ async def readyz(request: web.Request) -> web.Response:
     for name, worker in state.workers.items():
         if state.workers_started and not worker.alive:
             problems.append(f"worker {name}: not running")
+        if worker.paused:
+            problems.append(f"destination {name}: paused: {worker.paused}")
     body = {"status": "ready" if not problems else "not ready", "problems": problems}
     return web.Response(
         status=200 if not problems else 503,
@@ -39,6 +41,7 @@ async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
     for name, worker in state.workers.items():
         state.metrics.circuit_open.labels(name).set(1 if worker.breaker.state == "open" else 0)
+        state.metrics.destination_paused.labels(name).set(1 if worker.paused else 0)
     text = await state.metrics.render(
         state.store, [d.name for d in state.destinations], state.clock.now_ms()
     )

@@ -34,7 +34,7 @@ class AppState:
             cfg = dest.config
             if cfg.events is not None and event.event_name not in cfg.events:
                 continue
-            if cfg.require_consent and not consent_allows(event.payload, cfg.require_consent):
+            if cfg.consent and not consent_allows(event.payload, cfg.consent):
                 continue
             routes.append(Route(dest.name, dest.deadline_ms(event.event_time_ms)))
         return routes

@@ -71,6 +71,8 @@ class DeliveryWorker:
         self._inflight: set[asyncio.Task[int]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
+        # why the destination is paused (a revoked token): nothing is claimed until a restart
+        self.paused: str | None = None
 
     # ---- lifecycle
 
@@ -111,6 +113,9 @@ class DeliveryWorker:
 
     async def _step(self) -> None:
         now_ms = self.clock.now_ms()
+        if self.paused is not None:
+            await self._wait(IDLE_POLL_S, wakeable=False)
+            return
         if not self.breaker.allows(now_ms):
             # new events change nothing while the circuit is open: only time does
             await self._wait((self.breaker.reopen_at_ms() - now_ms) / 1000, wakeable=False)
@@ -164,7 +169,7 @@ class DeliveryWorker:
 
     async def run_once(self) -> int:
         """Claim one batch and process it fully; the number of deliveries handled."""
-        if not self.breaker.allows(self.clock.now_ms()):
+        if self.paused is not None or not self.breaker.allows(self.clock.now_ms()):
             return 0
         claimed = await self.store.claim(
             self.name, self.destination.batch_size, self.destination.config.lease_s
@@ -231,9 +236,16 @@ class DeliveryWorker:
     async def _deliver(self, claimed: Sequence[Claimed]) -> list[Sent]:
         events = [c.event for c in claimed]
         request = self.destination.build_request(events)
+        limit = self.destination.max_body_bytes
+        if limit is not None and len(request.body) > limit and len(claimed) > 1:
+            middle = len(claimed) // 2  # over the platform's body limit: send it in halves
+            return await self._deliver(claimed[:middle]) + await self._deliver(claimed[middle:])
         if self.destination.config.dry_run:
             started = self.clock.now_ms()
             if self.recorder is not None:
+                validation = self.destination.validation_request(events)
+                if validation is not None:
+                    await self.recorder.record(self.name, validation, events)
                 await self.recorder.record(self.name, request, events)
             return [
                 Sent(
@@ -244,6 +256,43 @@ class DeliveryWorker:
                 )
             ] * len(events)
 
+        validation = self.destination.validation_request(events)
+        if validation is not None:
+            rejected = await self._validate(validation, claimed)
+            if rejected:
+                keep = [c for c in claimed if c.delivery_id not in rejected]
+                sent_by_id = {
+                    c.delivery_id: rejected[c.delivery_id]
+                    for c in claimed
+                    if c.delivery_id in rejected
+                }
+                if keep:
+                    for c, s in zip(keep, await self._deliver_checked(keep), strict=True):
+                        sent_by_id[c.delivery_id] = s
+                return [sent_by_id[c.delivery_id] for c in claimed]
+        return await self._deliver_checked(claimed)
+
+    async def _validate(self, request: HttpRequest, claimed: Sequence[Claimed]) -> dict[int, Sent]:
+        """Dead-letter what the platform's validator rejects; a validator that cannot be reached
+        blocks nothing (the real request still decides)."""
+        events = [c.event for c in claimed]
+        await self._respect_rate_limit()
+        started = self.clock.now_ms()
+        response = await self._exchange(request)
+        if isinstance(response, str) or not 200 <= response.status < 300:
+            return {}
+        reasons = self.destination.read_validation(events, response)
+        return {
+            c.delivery_id: Sent(
+                Outcome(OutcomeKind.PERMANENT, f"validation: {reason}"), response.status, started, 0
+            )
+            for c, reason in zip(claimed, reasons, strict=True)
+            if reason is not None
+        }
+
+    async def _deliver_checked(self, claimed: Sequence[Claimed]) -> list[Sent]:
+        events = [c.event for c in claimed]
+        request = self.destination.build_request(events)
         await self._respect_rate_limit()
         started = self.clock.now_ms()
         loop = asyncio.get_running_loop()
@@ -271,6 +320,14 @@ class DeliveryWorker:
             self.breaker.record_success()
         if self.metrics is not None:
             self.metrics.delivery_seconds.labels(self.name).observe(duration_s)
+        if self.paused is None and any(o.pause for o in outcomes):
+            self.paused = next(o.detail for o in outcomes if o.pause) or "paused by the platform"
+            log.error(
+                "destination_paused",
+                destination=self.name,
+                reason=self.paused,
+                action="fix the credentials in relay.toml and restart relay; events stay queued",
+            )
 
         if len(claimed) > 1 and any(
             o.kind is OutcomeKind.PERMANENT and o.whole_batch for o in outcomes
@@ -279,12 +336,26 @@ class DeliveryWorker:
             # ones are alone, so one malformed event does not dead-letter its batch-mates.
             log.info("batch_bisected", destination=self.name, size=len(claimed))
             middle = len(claimed) // 2
-            return await self._deliver(claimed[:middle]) + await self._deliver(claimed[middle:])
+            return await self._deliver_checked(claimed[:middle]) + await self._deliver_checked(
+                claimed[middle:]
+            )
         return sent
 
     async def _send(
         self, request: HttpRequest, events: Sequence[object]
     ) -> tuple[HttpResponse | None, list[Outcome]]:
+        response = await self._exchange(request)
+        if isinstance(response, str):
+            return None, [Outcome(OutcomeKind.RETRY, response)] * len(events)
+        outcomes = self.destination.read_response(list(events), response)  # type: ignore[arg-type]
+        if len(outcomes) != len(events):
+            raise RuntimeError(
+                f"{self.name}: read_response gave {len(outcomes)} outcomes for {len(events)} events"
+            )
+        return response, outcomes
+
+    async def _exchange(self, request: HttpRequest) -> HttpResponse | str:
+        """Send one request: the response, or a transport error's description."""
         timeout = aiohttp.ClientTimeout(total=self.destination.config.timeout_s)
         try:
             async with self.session.request(
@@ -295,19 +366,13 @@ class DeliveryWorker:
                 timeout=timeout,
             ) as resp:
                 body = await resp.content.read(MAX_RESPONSE_BYTES)
-                response = HttpResponse(resp.status, dict(resp.headers), body)
+                return HttpResponse(resp.status, dict(resp.headers), body)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             detail = f"transport error: {type(exc).__name__}: {exc}".strip()
             for secret in request.secrets:  # aiohttp puts the URL, with any token, in messages
                 if secret:
                     detail = detail.replace(secret, "[redacted]")
-            return None, [Outcome(OutcomeKind.RETRY, detail)] * len(events)
-        outcomes = self.destination.read_response(list(events), response)  # type: ignore[arg-type]
-        if len(outcomes) != len(events):
-            raise RuntimeError(
-                f"{self.name}: read_response gave {len(outcomes)} outcomes for {len(events)} events"
-            )
-        return response, outcomes
+            return detail
 
     async def _respect_rate_limit(self) -> None:
         if not self._min_interval_ms:

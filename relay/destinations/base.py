@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from relay.config import DestinationConfig
 from relay.retry import parse_retry_after
@@ -33,6 +34,9 @@ class Outcome:
     # True when the platform rejected the request as a whole without saying which event is at
     # fault: the worker bisects such a batch to isolate the bad events.
     whole_batch: bool = False
+    # True when the fault is the destination's setup (a revoked token), not the events: the
+    # worker keeps the events pending and pauses the destination until relay is restarted.
+    pause: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,8 @@ class Destination:
     max_batch: ClassVar[int] = 1000
     # oldest event the platform accepts; None = no limit
     max_age_s: ClassVar[int | None] = None
+    # largest request body the platform accepts; the worker halves a batch that exceeds it
+    max_body_bytes: ClassVar[int | None] = None
     # type-specific config keys (parsers as in relay.config) and which of them are required
     option_parsers: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}
     required_options: ClassVar[tuple[str, ...]] = ()
@@ -103,9 +109,30 @@ class Destination:
             return 2**62
         return event_time_ms + self.max_age_s * 1000
 
+    def endpoint_url(self, url: str) -> str:
+        """``url`` with scheme, host and port replaced by the ``endpoint`` override (a proxy or
+        a fake server), keeping path and query."""
+        if not self.config.endpoint:
+            return url
+        parts = urlsplit(url)
+        return (
+            self.config.endpoint.rstrip("/")
+            + parts.path
+            + (f"?{parts.query}" if parts.query else "")
+        )
+
     def unsendable(self, event: Event) -> str | None:
         """Why this platform can never take this event (dead-lettered unsent), or None."""
         return None
+
+    def validation_request(self, events: Sequence[Event]) -> HttpRequest | None:
+        """A request to the platform's validation endpoint, sent before the real one when the
+        destination is configured to validate (GA4, whose real endpoint never reports errors)."""
+        return None
+
+    def read_validation(self, events: Sequence[Event], response: HttpResponse) -> list[str | None]:
+        """Per event: why the validator rejects it (the event is dead-lettered), or None."""
+        return [None] * len(events)
 
     def build_request(self, events: Sequence[Event]) -> HttpRequest:
         raise NotImplementedError

@@ -50,14 +50,7 @@ class WebhookDestination(Destination):
 
     def build_request(self, events: Sequence[Event]) -> HttpRequest:
         body = orjson.dumps({"events": list(events)})
-        url = self.config.options["url"]
-        if self.config.endpoint:
-            parts = urlsplit(url)
-            url = (
-                self.config.endpoint.rstrip("/")
-                + parts.path
-                + (f"?{parts.query}" if parts.query else "")
-            )
+        url = self.endpoint_url(self.config.options["url"])
         secret = self.config.options["secret"]
         return HttpRequest(
             method="POST",

@@ -276,9 +276,7 @@ async def test_shutting_down_store_refuses_instead_of_acknowledging(make_relay: 
 
 
 async def test_consent_denial_and_events_filter_choose_deliveries(make_relay: MakeRelay):
-    relay = await make_relay(
-        destination_extra='events = ["purchase"]\nrequire_consent = ["ad_user_data"]'
-    )
+    relay = await make_relay(destination_extra='events = ["purchase"]\nconsent = ["ad_user_data"]')
     await relay.post(event("f-1"))
     await relay.post(event("f-2", name="page_view"))
     await relay.post(event("f-3", consent={"ad_user_data": "denied"}))

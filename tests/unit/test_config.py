@@ -129,14 +129,14 @@ def test_destination_settings_are_typed(tmp_path: Path) -> None:
         + WEBHOOK
         + (
             'events = ["purchase", "sign_up"]\nevent_names = { purchase = "Order", sign_up = 7 }\n'
-            'require_consent = ["ad_user_data"]\ntimeout = "5s"\nbackoff_max = "1h"\n'
+            'consent = ["ad_user_data"]\ntimeout = "5s"\nbackoff_max = "1h"\n'
             'circuit_cooldown = "2m"\nrate_limit = 20\nendpoint = "http://127.0.0.1:9000"\n'
         )
     )
     (dest,) = load_config(write(tmp_path, text), environ={}).destinations
     assert dest.events == frozenset({"purchase", "sign_up"})
     assert dest.event_names == {"purchase": "Order", "sign_up": "7"}
-    assert dest.require_consent == ("ad_user_data",)
+    assert dest.consent == ("ad_user_data",)
     assert (dest.timeout_s, dest.backoff_max_s, dest.circuit_cooldown_s) == (5.0, 3600.0, 120.0)
     assert dest.rate_limit == 20.0
     assert dest.endpoint == "http://127.0.0.1:9000"
@@ -290,7 +290,7 @@ def test_source_required_keys(tmp_path: Path, missing: str) -> None:
         ("rate_limit = -1\n", "destinations[0].rate_limit", ">= 0"),
         ('events = "purchase"\n', "destinations[0].events", "list"),
         ("event_names = { purchase = true }\n", "destinations[0].event_names", "table"),
-        ('require_consent = ["marketing"]\n', "destinations[0].require_consent", "ad_storage"),
+        ('consent = ["marketing"]\n', "destinations[0].consent", "ad_storage"),
         ('url = "ftp://example.com/hook"\n', "destinations[0].url", "http"),
         ('secret = "short"\n', "destinations[0].secret", "at least 8"),
     ],
