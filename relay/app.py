@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
+import structlog
 from aiohttp import web
 
 from relay import ingest, ops
@@ -22,6 +23,8 @@ from relay.metrics import Metrics
 from relay.state import STATE, AppState
 from relay.store import OutboxStore
 from relay.worker import DeliveryWorker
+
+log = structlog.get_logger("relay.app")
 
 USER_AGENT = "relay/0.1 (+https://github.com/relay-dev/relay)"
 
@@ -70,6 +73,8 @@ def create_app(
         )
         recorder = DryRunRecorder(config.storage.dry_run_log)
         for dest in destinations:
+            for warning in dest.startup_warnings():
+                log.warning("destination_warning", destination=dest.name, warning=warning)
             worker = DeliveryWorker(dest, store, session, clock, recorder, metrics)
             state.workers[dest.name] = worker
             if start_workers:

@@ -48,7 +48,6 @@ EVENT_NAME_ALIASES = {
     "initiate_checkout": "begin_checkout",
     "initiatecheckout": "begin_checkout",
     "start_checkout": "begin_checkout",
-    "checkout": "begin_checkout",
     "addpaymentinfo": "add_payment_info",
     "add_billing": "add_payment_info",
     "complete_payment": "purchase",

@@ -36,7 +36,7 @@ class AppState:
                 continue
             if cfg.consent and not consent_allows(event.payload, cfg.consent):
                 continue
-            routes.append(Route(dest.name, dest.deadline_ms(event.event_time_ms)))
+            routes.append(Route(dest.name, dest.deadline_ms(event.payload)))
         return routes
 
 

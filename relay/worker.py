@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 import structlog
@@ -218,13 +218,12 @@ class DeliveryWorker:
             stamp = self.clock.now_ms()
             done = {r.delivery_id for r in records}
             interrupted = Sent(
-                Outcome(OutcomeKind.RETRY, "interrupted by shutdown", 0.0), None, stamp, 0
+                Outcome(OutcomeKind.RETRY, "interrupted by shutdown", resend_now=True),
+                None,
+                stamp,
+                0,
             )
-            records += [
-                self._record(c, interrupted, backoff=False)
-                for c in live
-                if c.delivery_id not in done
-            ]
+            records += [self._record(c, interrupted) for c in live if c.delivery_id not in done]
             await asyncio.shield(self.store.record(records))
             raise
         await self.store.record(records)
@@ -273,13 +272,14 @@ class DeliveryWorker:
         return await self._deliver_checked(claimed)
 
     async def _validate(self, request: HttpRequest, claimed: Sequence[Claimed]) -> dict[int, Sent]:
-        """Dead-letter what the platform's validator rejects; a validator that cannot be reached
-        blocks nothing (the real request still decides)."""
+        """Dead-letter what the platform's validator rejects (validators answer 2xx with
+        messages, or 4xx); one that cannot be reached or fails (5xx) blocks nothing: the real
+        request still decides."""
         events = [c.event for c in claimed]
         await self._respect_rate_limit()
         started = self.clock.now_ms()
         response = await self._exchange(request)
-        if isinstance(response, str) or not 200 <= response.status < 300:
+        if isinstance(response, str) or response.status >= 500:
             return {}
         reasons = self.destination.read_validation(events, response)
         return {
@@ -347,7 +347,10 @@ class DeliveryWorker:
         response = await self._exchange(request)
         if isinstance(response, str):
             return None, [Outcome(OutcomeKind.RETRY, response)] * len(events)
-        outcomes = self.destination.read_response(list(events), response)  # type: ignore[arg-type]
+        outcomes = [
+            _scrubbed(o, request.secrets)
+            for o in self.destination.read_response(list(events), response)  # type: ignore[arg-type]
+        ]
         if len(outcomes) != len(events):
             raise RuntimeError(
                 f"{self.name}: read_response gave {len(outcomes)} outcomes for {len(events)} events"
@@ -383,7 +386,7 @@ class DeliveryWorker:
         if wait_ms > 0:
             await self.clock.sleep(wait_ms / 1000)
 
-    def _record(self, c: Claimed, sent: Sent, backoff: bool = True) -> Record:
+    def _record(self, c: Claimed, sent: Sent) -> Record:
         outcome = sent.outcome
         now_ms = self.clock.now_ms()
         state, kind, next_at, detail = "delivered", "delivered", now_ms, outcome.detail
@@ -393,7 +396,9 @@ class DeliveryWorker:
             state = kind = "dead"
         elif outcome.kind is OutcomeKind.RETRY:
             kind = "retry"
-            delay_s = self.policy.delay_s(c.attempt, outcome.retry_after_s) if backoff else 0.0
+            delay_s = (
+                0.0 if outcome.resend_now else self.policy.delay_s(c.attempt, outcome.retry_after_s)
+            )
             next_at = now_ms + int(delay_s * 1000)
             if self.policy.exhausted(c.attempt):
                 state, kind = "dead", "dead"
@@ -427,3 +432,15 @@ class DeliveryWorker:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _scrubbed(outcome: Outcome, secrets: Sequence[str]) -> Outcome:
+    """A platform may echo the token in its error text ("Malformed access token ..."): the
+    detail is stored and logged, so the secrets come out here, for every destination."""
+    detail = outcome.detail
+    if not detail or not any(s and s in detail for s in secrets):
+        return outcome
+    for secret in secrets:
+        if secret:
+            detail = detail.replace(secret, "[redacted]")
+    return replace(outcome, detail=detail)

@@ -37,6 +37,9 @@ class Outcome:
     # True when the fault is the destination's setup (a revoked token), not the events: the
     # worker keeps the events pending and pauses the destination until relay is restarted.
     pause: bool = False
+    # True for a retry that is not this event's fault (the platform rejected a batch-mate):
+    # resend at once, without backoff.
+    resend_now: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,11 +106,20 @@ class Destination:
         self.name = config.name
         self.batch_size = min(config.batch_size, self.max_batch)
 
-    def deadline_ms(self, event_time_ms: int) -> int:
+    def deadline_ms(self, event: Event) -> int:
         """Past this the delivery is expired instead of sent (invariant 5)."""
-        if self.max_age_s is None:
+        max_age_s = self.window_s(event)
+        if max_age_s is None:
             return 2**62
-        return event_time_ms + self.max_age_s * 1000
+        return int(event["event_time_ms"]) + max_age_s * 1000
+
+    def window_s(self, event: Event) -> int | None:
+        """The platform's maximum event age for this event (``max_age_s`` unless it varies)."""
+        return self.max_age_s
+
+    def startup_warnings(self) -> list[str]:
+        """Configuration choices the operator must hear about at start (logged as warnings)."""
+        return []
 
     def endpoint_url(self, url: str) -> str:
         """``url`` with scheme, host and port replaced by the ``endpoint`` override (a proxy or

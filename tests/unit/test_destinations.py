@@ -236,4 +236,4 @@ def test_webhook_batch_size_is_capped_by_the_platform_limit() -> None:
 
 
 def test_webhook_has_no_deadline() -> None:
-    assert webhook().deadline_ms(1_700_000_000_000) == 2**62
+    assert webhook().deadline_ms({"event_time_ms": 1_700_000_000_000}) == 2**62
