@@ -4,93 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests.acceptance.daemon import Daemon
 from tests.conftest import SERVER_KEY, WEBHOOK_SECRET, event
 from tests.fakes import FakeWebhook
 
 pytestmark = pytest.mark.acceptance
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Daemon:
-    def __init__(self, tmp_path: Path, webhook_url: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = tmp_path / "relay.toml"
-        self.log = tmp_path / "relay.log"
-        self.config.write_text(f"""
-[server]
-listen = "127.0.0.1:{self.port}"
-shutdown_grace = "5s"
-
-[storage]
-path = "relay.db"
-
-[[sources]]
-name = "backend"
-key = "{SERVER_KEY}"
-kind = "server"
-
-[[destinations]]
-name = "hook"
-type = "webhook"
-url = "{webhook_url}"
-secret = "{WEBHOOK_SECRET}"
-batch_size = 50
-backoff_base = "200ms"
-backoff_max = "1s"
-lease = "3s"
-""")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "relay", "serve", "--config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-
-    async def wait_healthy(self, session: aiohttp.ClientSession) -> None:
-        async with asyncio.timeout(30):
-            while True:
-                assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
-                try:
-                    async with session.get(f"{self.url}/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.05)  # polling a process we do not control
-
-    async def wait_queue_empty(self, session: aiohttp.ClientSession) -> None:
-        async with asyncio.timeout(30):
-            while True:
-                async with session.get(f"{self.url}/metrics") as resp:
-                    if 'relay_queue_depth{destination="hook"} 0.0' in await resp.text():
-                        return
-                await asyncio.sleep(0.1)  # polling a process we do not control
-
-    def kill(self, sig: int) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=30)
 
 
 class Load:
@@ -138,8 +63,30 @@ class Load:
                 await self.progress.wait()
 
 
+def hook_config(webhook_url: str) -> str:
+    return f"""
+[storage]
+path = "relay.db"
+
+[[sources]]
+name = "backend"
+key = "{SERVER_KEY}"
+kind = "server"
+
+[[destinations]]
+name = "hook"
+type = "webhook"
+url = "{webhook_url}"
+secret = "{WEBHOOK_SECRET}"
+batch_size = 50
+backoff_base = "200ms"
+backoff_max = "1s"
+lease = "3s"
+"""
+
+
 async def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path: Path, webhook: FakeWebhook):
-    daemon = Daemon(tmp_path, webhook.url)
+    daemon = Daemon(tmp_path, hook_config(webhook.url))
     daemon.start()
     async with aiohttp.ClientSession() as session:
         try:
@@ -161,12 +108,10 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path: Path, we
 
             await webhook.wait_for(all_acked_delivered, timeout_s=60)
             # rows leased when the kill came are re-claimed once their lease expires
-            await daemon.wait_queue_empty(session)
+            await daemon.wait_queue_empty(session, "hook")
             assert daemon.kill(signal.SIGTERM) == 0
         finally:
-            if daemon.proc and daemon.proc.poll() is None:
-                daemon.proc.kill()
-                daemon.proc.wait()
+            daemon.stop()
 
     delivered = webhook.delivered_ids()
     assert load.acked <= set(delivered)
@@ -194,7 +139,7 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path: Path, we
 
 async def test_sigterm_drains_and_exits_zero(tmp_path: Path, webhook: FakeWebhook):
     webhook.hold = asyncio.Event()  # the platform hangs: shutdown must not wait forever
-    daemon = Daemon(tmp_path, webhook.url)
+    daemon = Daemon(tmp_path, hook_config(webhook.url))
     daemon.start()
     async with aiohttp.ClientSession() as session:
         try:
@@ -209,9 +154,7 @@ async def test_sigterm_drains_and_exits_zero(tmp_path: Path, webhook: FakeWebhoo
             exit_code = await asyncio.to_thread(daemon.kill, signal.SIGTERM)
         finally:
             webhook.hold.set()
-            if daemon.proc and daemon.proc.poll() is None:
-                daemon.proc.kill()
-                daemon.proc.wait()
+            daemon.stop()
     assert exit_code == 0
     log = daemon.log.read_text()
     assert log.index("relay_stopping") < log.index("relay_stopped")

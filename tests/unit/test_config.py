@@ -547,3 +547,22 @@ def test_relative_paths_do_not_depend_on_the_working_directory(
     monkeypatch.chdir(tmp_path)
     config = load_config(Path("conf/relay.toml"), environ={})
     assert config.storage.path == (tmp_path / "conf" / "var" / "relay.db").resolve()
+
+
+def test_every_commented_platform_example_in_relay_toml_loads(tmp_path: Path) -> None:
+    """Uncommenting any example of the shipped relay.toml gives a valid destination."""
+    text = (REPO / "relay.toml").read_text()
+    head, marker, examples = text.partition("# [[destinations]]")
+    assert marker
+    examples = marker + examples
+    lines = []
+    for line in examples.splitlines():
+        if line.startswith("# # ") or line == "#":
+            continue  # commentary inside an example
+        lines.append(line[2:] if line.startswith("# [") or line.startswith("# ") else line)
+    path = write(tmp_path, head + "\n".join(lines))
+    env = {v: "token-from-env" for v in re.findall(r"\$\{([A-Z0-9_]+)\}", path.read_text())}
+    config = load_config(path, environ=env)
+    types = {d.type for d in config.destinations}
+    assert types >= {"meta", "tiktok", "linkedin", "ga4", "pinterest", "snapchat", "reddit"}
+    assert all(d.dry_run for d in config.destinations)
