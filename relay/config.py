@@ -132,10 +132,17 @@ def _str(value: Any) -> str:
     return value
 
 
-def _bool(value: Any) -> bool:
+def parse_bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
     return value
+
+
+def parse_token(value: Any) -> str:
+    """An access token or API secret: one word (a pasted space or newline breaks auth)."""
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
+        raise ValueError("must be a non-empty access token without spaces (use ${ENV} for secrets)")
+    return value.strip()
 
 
 def _pos_int(value: Any) -> int:
@@ -225,7 +232,7 @@ _SOURCE_KEYS: dict[str, Parser] = {
 _DESTINATION_KEYS: dict[str, Parser] = {
     "name": _str,
     "type": _str,
-    "dry_run": _bool,
+    "dry_run": parse_bool,
     "endpoint": _str,
     "test_event_code": _str,
     "events": _str_list,

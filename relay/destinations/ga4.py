@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from relay.config import DestinationConfig
+from relay.config import DestinationConfig, parse_bool
 from relay.destinations import mapping
 from relay.destinations.base import (
     Destination,
@@ -73,12 +73,6 @@ def _measurement_id(value: Any) -> str:
     if not re.fullmatch(r"G-[A-Z0-9]+", text):
         raise ValueError('must be a web stream measurement id such as "G-XXXXXXXXXX"')
     return text
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("must be true or false")
-    return value
 
 
 def client_id(event: Event) -> str:
@@ -146,7 +140,7 @@ class GA4Destination(Destination):
     option_parsers: ClassVar[Mapping[str, Any]] = {
         "measurement_id": _measurement_id,
         "api_secret": _text,
-        "validate": _bool,
+        "validate": parse_bool,
     }
     required_options: ClassVar[tuple[str, ...]] = ("measurement_id", "api_secret")
 

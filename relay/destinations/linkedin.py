@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from relay.config import parse_token
 from relay.destinations import mapping
 from relay.destinations.base import (
     Destination,
@@ -48,12 +49,6 @@ _ERROR = re.compile(r"^ERROR\s*::\s*(.*)$")
 # relay, which cannot refresh tokens: pausing keeps the events instead of burning attempts.
 _DEAD_TOKEN_CODES = frozenset({"REVOKED_ACCESS_TOKEN", "EXPIRED_ACCESS_TOKEN"})
 _REVOKED_SERVICE_CODE = 65601
-
-
-def _token(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("must be a non-empty string (use ${ENV} for secrets)")
-    return value
 
 
 def _rule_id(value: Any) -> str:
@@ -88,7 +83,7 @@ class LinkedInDestination(Destination):
     max_batch: ClassVar[int] = 5000
     max_age_s: ClassVar[int | None] = 90 * 86400
     option_parsers: ClassVar[Mapping[str, Any]] = {
-        "access_token": _token,
+        "access_token": parse_token,
         "conversion_rules": _rules,
         "api_version": _version,
     }

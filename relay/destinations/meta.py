@@ -28,6 +28,7 @@ from urllib.parse import quote, quote_plus, urlencode
 
 import orjson
 
+from relay.config import parse_token
 from relay.destinations import mapping
 from relay.destinations.base import (
     Destination,
@@ -94,12 +95,6 @@ def _pixel_id(value: Any) -> str:
     if _PIXEL_ID.fullmatch(text) is None:
         raise ValueError("must be the numeric pixel (dataset) id from Meta Events Manager")
     return text
-
-
-def _token(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
-        raise ValueError("must be a non-empty access token without spaces (use ${ENV} for secrets)")
-    return value.strip()
 
 
 def action_source(event: Event) -> str:
@@ -176,7 +171,10 @@ class MetaDestination(Destination):
     # Events older than 7 days make Meta reject the whole request; physical_store events may be
     # 62 days old (see window_s).
     max_age_s: ClassVar[int | None] = 7 * 86400
-    option_parsers: ClassVar[Mapping[str, Any]] = {"pixel_id": _pixel_id, "access_token": _token}
+    option_parsers: ClassVar[Mapping[str, Any]] = {
+        "pixel_id": _pixel_id,
+        "access_token": parse_token,
+    }
     required_options: ClassVar[tuple[str, ...]] = ("pixel_id", "access_token")
 
     def window_s(self, event: Event) -> int | None:

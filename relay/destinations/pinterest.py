@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from relay.config import DestinationConfig
+from relay.config import DestinationConfig, parse_bool, parse_token
 from relay.destinations import mapping
 from relay.destinations.base import (
     Destination,
@@ -102,18 +102,6 @@ def _ad_account_id(value: Any) -> str:
     return text
 
 
-def _token(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("must be a non-empty string (use ${ENV} for secrets)")
-    return value
-
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("must be true or false")
-    return value
-
-
 def decimal_string(amount: float) -> str:
     """Pinterest's money values are strings (parsed to a double): never exponent notation."""
     if isinstance(amount, int):
@@ -129,8 +117,8 @@ class PinterestDestination(Destination):
     max_age_s: ClassVar[int | None] = 7 * 86400
     option_parsers: ClassVar[Mapping[str, Any]] = {
         "ad_account_id": _ad_account_id,
-        "access_token": _token,
-        "test": _flag,
+        "access_token": parse_token,
+        "test": parse_bool,
     }
     required_options: ClassVar[tuple[str, ...]] = ("ad_account_id", "access_token")
 

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import orjson
 
-from relay.config import DestinationConfig
+from relay.config import DestinationConfig, parse_bool, parse_token
 from relay.destinations import mapping
 from relay.destinations.base import (
     Destination,
@@ -84,18 +84,6 @@ def _pixel_id(value: Any) -> str:
     return text
 
 
-def _token(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("must be a non-empty string (use ${ENV} for secrets)")
-    return value
-
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("must be true or false")
-    return value
-
-
 class SnapchatDestination(Destination):
     type_name: ClassVar[str] = "snapchat"
     max_batch: ClassVar[int] = 2000
@@ -104,8 +92,8 @@ class SnapchatDestination(Destination):
     max_age_s: ClassVar[int | None] = 7 * 86400
     option_parsers: ClassVar[Mapping[str, Any]] = {
         "pixel_id": _pixel_id,
-        "access_token": _token,
-        "validate": _flag,
+        "access_token": parse_token,
+        "validate": parse_bool,
     }
     required_options: ClassVar[tuple[str, ...]] = ("pixel_id", "access_token")
 

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from relay.config import parse_token
 from relay.destinations import mapping
 from relay.destinations.base import (
     Destination,
@@ -90,12 +91,6 @@ def _pixel_code(value: Any) -> str:
     return text
 
 
-def _token(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
-        raise ValueError("must be a non-empty access token without spaces (use ${ENV} for secrets)")
-    return value.strip()
-
-
 def user_fields(event: Event) -> dict[str, Any]:
     """TikTok ``user``: hashed email, E.164 phone and external_id; the rest raw."""
     user = mapping.user(event)
@@ -154,7 +149,7 @@ class TikTokDestination(Destination):
     max_age_s: ClassVar[int | None] = 7 * 86400
     option_parsers: ClassVar[Mapping[str, Any]] = {
         "pixel_code": _pixel_code,
-        "access_token": _token,
+        "access_token": parse_token,
     }
     required_options: ClassVar[tuple[str, ...]] = ("pixel_code", "access_token")
 
