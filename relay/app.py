@@ -14,7 +14,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from relay import ingest, ops
+from relay import ingest, ops, segment_ingest
 from relay.clock import Clock, SystemClock
 from relay.config import Config
 from relay.destinations import registry
@@ -57,6 +57,7 @@ def create_app(
     app[STATE] = state
     app.router.add_post("/v1/events", ingest.post_events)
     app.router.add_route("OPTIONS", "/v1/events", ingest.preflight)
+    segment_ingest.add_routes(app)
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)

@@ -44,6 +44,8 @@ class StorageConfig:
     # group commit: most rows one transaction takes from the queue
     commit_max_rows: int = 5000
     dry_run_log: Path | None = None
+    # how long traits learned from identify calls are kept for enriching later events
+    identity_retention_s: int = 30 * 86400
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class SourceConfig:
     max_age_s: int
     allowed_origins: tuple[str, ...] = ()
     default_region: str = "US"
+    # Segment-protocol event names -> relay canonical names, before the built-in e-commerce table
+    event_names: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,7 @@ _STORAGE_KEYS: dict[str, Parser] = {
     "max_backlog": _pos_int,
     "commit_max_rows": _pos_int,
     "dry_run_log": _str,
+    "identity_retention": _duration_int_s,
 }
 _SOURCE_KEYS: dict[str, Parser] = {
     "name": _str,
@@ -228,6 +233,7 @@ _SOURCE_KEYS: dict[str, Parser] = {
     "max_age": _duration_int_s,
     "allowed_origins": _str_list,
     "default_region": _region,
+    "event_names": _str_map,
 }
 _DESTINATION_KEYS: dict[str, Parser] = {
     "name": _str,
@@ -263,6 +269,7 @@ _RENAMED = {
     "backoff_base": "backoff_base_s",
     "backoff_max": "backoff_max_s",
     "circuit_cooldown": "circuit_cooldown_s",
+    "identity_retention": "identity_retention_s",
 }
 _CONSENT_KINDS = ("ad_storage", "analytics_storage", "ad_user_data", "ad_personalization")
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from relay.config import IPNetwork, SourceConfig
 from relay.normalize import InvalidEvent, NormalizedEvent, RequestContext, normalize_event
 from relay.state import STATE, AppState
-from relay.store import StoreUnavailable
+from relay.store import InsertResult, StoreUnavailable
 
 log = structlog.get_logger("relay.ingest")
 
@@ -73,6 +73,14 @@ def client_ip(
     return peer
 
 
+def public_scheme(request: web.Request, trusted: tuple[IPNetwork, ...]) -> str:
+    """The scheme clients use: a trusted proxy terminating TLS says so in X-Forwarded-Proto."""
+    proto = request.headers.get("X-Forwarded-Proto", "").strip().lower()
+    if proto in ("http", "https") and request.remote and _is_trusted(request.remote, trusted):
+        return proto
+    return request.scheme
+
+
 def _is_trusted(ip: str, trusted: tuple[IPNetwork, ...]) -> bool:
     try:
         address = ipaddress.ip_address(ip)
@@ -112,18 +120,9 @@ async def _post_events(request: web.Request, state: AppState) -> web.Response:
             401,
             "authorization: missing or unknown source key (Authorization: Bearer <key> or ?key=)",
         )
-    headers: dict[str, str] = {}
-    origin = request.headers.get("Origin")
-    if origin:
-        if source.kind != "browser":
-            return error_response(
-                403,
-                f"origin: source {source.name} is a server source; "
-                "browsers must use a browser source key",
-            )
-        if not origin_allowed(source, origin):
-            return error_response(403, f"origin: {origin} is not allowed for source {source.name}")
-        headers = cors_headers(origin)
+    refusal, headers = check_origin(request, source)
+    if refusal is not None:
+        return error_response(403, refusal)
 
     if state.store.pending >= state.config.storage.max_backlog:
         return error_response(
@@ -162,16 +161,7 @@ async def _post_events(request: web.Request, state: AppState) -> web.Response:
     if not items:
         return error_response(400, "events: empty list", headers)
 
-    ctx = RequestContext(
-        received_at_ms=state.clock.now_ms(),
-        ip=client_ip(
-            request.remote,
-            request.headers.get("X-Forwarded-For"),
-            state.config.server.trusted_proxies,
-        ),
-        user_agent=request.headers.get("User-Agent"),
-        sent_at=envelope_sent_at,
-    )
+    ctx = request_context(request, state, envelope_sent_at)
     results: list[dict[str, Any]] = []
     accepted: list[NormalizedEvent] = []
     positions: list[int] = []
@@ -188,35 +178,16 @@ async def _post_events(request: web.Request, state: AppState) -> web.Response:
         accepted.append(event)
 
     if accepted:
-        routes = [state.route(e) for e in accepted]
         try:
-            stored = await state.store.insert_events(accepted, routes)
+            stored = await store_events(state, source, accepted)
         except StoreUnavailable as exc:
             return error_response(
                 503,
                 f"storage: {exc}; nothing was stored, retry later",
                 headers | {"Retry-After": RETRY_AFTER_S},
             )
-        woken: set[str] = set()
-        for position, event, outcome, event_routes in zip(
-            positions, accepted, stored, routes, strict=True
-        ):
+        for position, outcome in zip(positions, stored, strict=True):
             results[position]["status"] = outcome.status
-            if outcome.conflict:
-                state.metrics.ingest_conflicts.labels(source.name).inc()
-                log.info(
-                    "duplicate_conflict",
-                    source=source.name,
-                    event_name=event.event_name,
-                    event_id=event.event_id,
-                )
-            if event.id_alias:
-                state.metrics.event_id_aliases.labels(source.name, event.id_alias).inc()
-            if outcome.status == "accepted":
-                woken.update(r.destination for r in event_routes)
-        for name in woken:
-            if name in state.workers:
-                state.workers[name].wake()
 
     rejected = 0
     for result in results:
@@ -229,6 +200,59 @@ async def _post_events(request: web.Request, state: AppState) -> web.Response:
     return web.Response(
         status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
     )
+
+
+def check_origin(request: web.Request, source: SourceConfig) -> tuple[str | None, dict[str, str]]:
+    """(why a browser request is refused or None, the CORS headers for the answer)."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        return None, {}
+    if source.kind != "browser":
+        # a server key used from a web page would leak into every visitor's browser
+        return (
+            f"origin: source {source.name} is a server source; "
+            "browsers must use a browser source key"
+        ), {}
+    if not origin_allowed(source, origin):
+        return f"origin: {origin} is not allowed for source {source.name}", {}
+    return None, cors_headers(origin)
+
+
+def request_context(request: web.Request, state: AppState, sent_at: Any = None) -> RequestContext:
+    trusted = state.config.server.trusted_proxies
+    return RequestContext(
+        received_at_ms=state.clock.now_ms(),
+        ip=client_ip(request.remote, request.headers.get("X-Forwarded-For"), trusted),
+        user_agent=request.headers.get("User-Agent"),
+        sent_at=sent_at,
+    )
+
+
+async def store_events(
+    state: AppState, source: SourceConfig, events: list[NormalizedEvent]
+) -> list[InsertResult]:
+    """Commit events with their deliveries (raises StoreUnavailable), count what happened, and
+    wake the workers of destinations that got new deliveries."""
+    routes = [state.route(e) for e in events]
+    stored = await state.store.insert_events(events, routes)
+    woken: set[str] = set()
+    for event, outcome, event_routes in zip(events, stored, routes, strict=True):
+        if outcome.conflict:
+            state.metrics.ingest_conflicts.labels(source.name).inc()
+            log.info(
+                "duplicate_conflict",
+                source=source.name,
+                event_name=event.event_name,
+                event_id=event.event_id,
+            )
+        if event.id_alias:
+            state.metrics.event_id_aliases.labels(source.name, event.id_alias).inc()
+        if outcome.status == "accepted":
+            woken.update(r.destination for r in event_routes)
+    for name in woken:
+        if name in state.workers:
+            state.workers[name].wake()
+    return stored
 
 
 def _rejected(raw: Any, error: str) -> dict[str, Any]:

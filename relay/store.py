@@ -82,6 +82,17 @@ SELECT destination, count(*), min(created_at_ms) FROM deliveries
  WHERE state IN ('pending', 'leased') GROUP BY destination
 """
 SQL_PENDING_COUNT = "SELECT count(*) FROM deliveries WHERE state IN ('pending', 'leased')"
+SQL_RECALL_IDENTITY = (
+    "SELECT user_fields FROM identities WHERE updated_at_ms >= ? AND key_hash IN ({})"
+    " ORDER BY updated_at_ms"
+)
+SQL_REMEMBER_IDENTITY = """
+INSERT INTO identities (key_hash, user_fields, updated_at_ms) VALUES (?, ?, ?)
+ON CONFLICT (key_hash) DO UPDATE SET user_fields = excluded.user_fields,
+                                     updated_at_ms = excluded.updated_at_ms
+"""
+SQL_FIND_IDENTITY = "SELECT user_fields FROM identities WHERE key_hash = ?"
+SQL_FORGET_IDENTITIES = "DELETE FROM identities WHERE updated_at_ms < ?"
 
 
 class StoreUnavailable(RuntimeError):
@@ -328,6 +339,33 @@ class OutboxStore:
         self.pending -= finished
         return applied
 
+    # ---- identities (Segment identify traits, already hashed)
+
+    async def remember_identity(self, key_hashes: Sequence[bytes], fields: dict[str, str]) -> None:
+        """Merge ``fields`` into what is stored under each key (newer values win)."""
+        await self._write(_remember_identity, key_hashes, fields, self.clock.now_ms())
+
+    async def recall_identity(self, key_hashes: Sequence[bytes], max_age_s: int) -> dict[str, str]:
+        """The stored fields of these keys, merged oldest first; entries past ``max_age_s`` are
+        ignored (retention deletes them later)."""
+        if not key_hashes:
+            return {}
+        assert self._reader is not None
+        since = self.clock.now_ms() - max_age_s * 1000
+        sql = SQL_RECALL_IDENTITY.format(",".join("?" * len(key_hashes)))
+        merged: dict[str, str] = {}
+        async with self._reader.execute(sql, (since, *key_hashes)) as cur:
+            for (blob,) in await cur.fetchall():
+                merged.update(orjson.loads(blob))
+        return merged
+
+    async def forget_identities(self, max_age_s: int) -> int:
+        """Delete identities not updated within ``max_age_s``; returns how many."""
+        cutoff = self.clock.now_ms() - max_age_s * 1000
+        return await self._write(
+            lambda conn: conn.execute(SQL_FORGET_IDENTITIES, (cutoff,)).rowcount
+        )
+
     async def check_writable(self) -> None:
         """Raise if a write transaction cannot be opened (readyz)."""
         if not self.committer_alive:
@@ -524,3 +562,12 @@ def _record(conn: sqlite3.Connection, records: Sequence[Record], now_ms: int) ->
 def _probe_write(conn: sqlite3.Connection) -> None:
     """Take the write lock and give it back: proves a write transaction can start."""
     conn.execute("BEGIN IMMEDIATE")
+
+
+def _remember_identity(
+    conn: sqlite3.Connection, key_hashes: Sequence[bytes], fields: dict[str, str], now_ms: int
+) -> None:
+    for key in key_hashes:
+        row = conn.execute(SQL_FIND_IDENTITY, (key,)).fetchone()
+        merged = {**orjson.loads(row[0]), **fields} if row else fields
+        conn.execute(SQL_REMEMBER_IDENTITY, (key, orjson.dumps(merged), now_ms))

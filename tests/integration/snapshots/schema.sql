@@ -1,4 +1,4 @@
--- user_version 1
+-- user_version 2
 CREATE TABLE attempts (
     id              INTEGER PRIMARY KEY,
     delivery_id     INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
@@ -49,9 +49,15 @@ CREATE TABLE events (
     -- canonical event as JSON (identifiers already hashed)
     payload         BLOB    NOT NULL
 );
+CREATE TABLE identities (
+    key_hash        BLOB    PRIMARY KEY,
+    user_fields     BLOB    NOT NULL,
+    updated_at_ms   INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE INDEX attempts_delivery ON attempts (delivery_id);
 CREATE INDEX deliveries_due ON deliveries (destination, next_attempt_at_ms)
     WHERE state IN ('pending', 'leased');
 CREATE INDEX deliveries_event ON deliveries (event_rowid);
 CREATE UNIQUE INDEX events_dedup_key ON events (dedup_key);
 CREATE INDEX events_received_at ON events (received_at_ms);
+CREATE INDEX identities_updated ON identities (updated_at_ms);
