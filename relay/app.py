@@ -8,6 +8,7 @@ already stopped accepting and waited for in-flight requests before any of that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -86,6 +87,29 @@ def create_app(
             await asyncio.gather(*(w.stop(grace) for w in state.workers.values()))
         await session.close()
 
+    async def maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(maintain(store, config, clock), name="relay-maintenance")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(delivery_ctx)
+    app.cleanup_ctx.append(maintenance_ctx)
     return app
+
+
+MAINTENANCE_INTERVAL_S = 3600.0
+
+
+async def maintain(store: OutboxStore, config: Config, clock: Clock) -> None:
+    """Hourly housekeeping: identify traits past their retention are deleted."""
+    while True:
+        try:
+            forgotten = await store.forget_identities(config.storage.identity_retention_s)
+            if forgotten:
+                log.info("identities_forgotten", count=forgotten)
+        except Exception as exc:  # a failed round is retried next hour
+            log.error("maintenance_failed", error=str(exc))
+        await clock.sleep(MAINTENANCE_INTERVAL_S)

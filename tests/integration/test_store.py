@@ -125,3 +125,22 @@ async def test_pending_count_survives_restart(tmp_path: Path):
         assert backlog == {"a": (2, clock.now_ms()), "b": (2, clock.now_ms())}
     finally:
         await reopened.close()
+
+
+async def test_identities_merge_expire_and_are_forgotten(tmp_path: Path):
+    clock = FakeClock()
+    store = OutboxStore(tmp_path / "relay.db", clock)
+    await store.open()
+    try:
+        user, anon = b"u" * 32, b"a" * 32
+        await store.remember_identity([user], {"em": "1" * 64})
+        clock.advance(10)
+        await store.remember_identity([user, anon], {"fn": "2" * 64, "em": "3" * 64})
+        assert await store.recall_identity([user], 86400) == {"em": "3" * 64, "fn": "2" * 64}
+        assert await store.recall_identity([anon], 86400) == {"fn": "2" * 64, "em": "3" * 64}
+        clock.advance(2 * 86400)
+        assert await store.recall_identity([user, anon], 86400) == {}  # past retention: ignored
+        assert await store.forget_identities(86400) == 2
+        assert await store.fetchall("SELECT count(*) FROM identities") == [(0,)]
+    finally:
+        await store.close()
