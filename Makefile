@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= relay.toml
+# The real @segment/analytics-node for tests/clients, installed from package-lock.json.
+NODE_CLIENTS := tests/clients/node
 
 .PHONY: run test lint bench bench-full clean
 
@@ -20,6 +22,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@ $(VENV)/.installed
 
+# npm ci: exactly the locked versions, into a fresh node_modules; the stamp re-installs when the
+# lock file changes.
+$(NODE_CLIENTS)/node_modules/.installed: $(NODE_CLIENTS)/package.json $(NODE_CLIENTS)/package-lock.json
+	npm ci --prefix $(NODE_CLIENTS) --no-audit --no-fund
+	@touch $@
+
 run: $(VENV)/.installed
 	$(BIN)/relay migrate --config $(CONFIG)
 	$(BIN)/relay serve --config $(CONFIG)
@@ -29,7 +37,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check relay tests bench
 	$(BIN)/mypy
 
-test: lint
+test: lint $(NODE_CLIENTS)/node_modules/.installed
 	$(BIN)/pytest
 
 # Ingest benchmark against a bare aiohttp ceiling (needs wrk; installs it with apt if missing).
@@ -43,4 +51,4 @@ bench-full: $(VENV)/.installed
 	$(BIN)/python -m bench.run --prefilled 10000000
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache $(NODE_CLIENTS)/node_modules
