@@ -32,6 +32,9 @@ class ServerConfig:
     max_events_per_request: int = 500
     # in-flight deliveries get this long to finish on SIGTERM (systemd's stop timeout exceeds it)
     shutdown_grace_s: float = 10.0
+    # key of the admin API and status page (/admin, /v1/admin/...); never a source key.
+    # None disables them.
+    admin_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,13 @@ class StorageConfig:
     dry_run_log: Path | None = None
     # how long traits learned from identify calls are kept for enriching later events
     identity_retention_s: int = 30 * 86400
+    # dead and expired deliveries (and their events, once no delivery is pending) are kept this
+    # long for inspection and replay
+    dead_retention_s: int = 30 * 86400
+    # attempt rows (the delivery log) are kept this long
+    log_retention_s: int = 14 * 86400
+    # ingest answers 503 when the filesystem holding the database has less free space than this
+    min_free_disk_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,20 @@ def parse_duration_s(value: Any) -> float:
     if seconds < 0:
         raise ValueError("must not be negative")
     return seconds
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3}  # fmt: skip
+
+
+def _size_bytes(value: Any) -> int:
+    """``268435456``, ``"256MiB"``, ``"1GB"`` -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and (m := _SIZE.match(value)):
+        return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
+    raise ValueError('must be a size such as 268435456, "256MiB" or "1GB"')
 
 
 def _duration_int_s(value: Any) -> int:
@@ -215,6 +239,7 @@ _SERVER_KEYS: dict[str, Parser] = {
     "max_body_bytes": _pos_int,
     "max_events_per_request": _pos_int,
     "shutdown_grace": parse_duration_s,
+    "admin_key": parse_token,
 }
 _STORAGE_KEYS: dict[str, Parser] = {
     "path": _str,
@@ -224,6 +249,9 @@ _STORAGE_KEYS: dict[str, Parser] = {
     "commit_max_rows": _pos_int,
     "dry_run_log": _str,
     "identity_retention": _duration_int_s,
+    "dead_retention": _duration_int_s,
+    "log_retention": _duration_int_s,
+    "min_free_disk": _size_bytes,
 }
 _SOURCE_KEYS: dict[str, Parser] = {
     "name": _str,
@@ -270,6 +298,9 @@ _RENAMED = {
     "backoff_max": "backoff_max_s",
     "circuit_cooldown": "circuit_cooldown_s",
     "identity_retention": "identity_retention_s",
+    "dead_retention": "dead_retention_s",
+    "log_retention": "log_retention_s",
+    "min_free_disk": "min_free_disk_bytes",
 }
 _CONSENT_KINDS = ("ad_storage", "analytics_storage", "ad_user_data", "ad_personalization")
 
@@ -371,6 +402,9 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     )
     _unique(loader, "sources", [s.name for s in sources], "name")
     _unique(loader, "sources", [s.key for s in sources], "key")
+    if server.admin_key is not None and server.admin_key in {s.key for s in sources}:
+        # browser keys are public: an admin key equal to one would open the admin API to anyone
+        raise loader.error("server.admin_key", "must differ from every source key")
 
     destinations = []
     for i, table in enumerate(_tables(loader, raw, "destinations")):

@@ -566,3 +566,22 @@ def test_every_commented_platform_example_in_relay_toml_loads(tmp_path: Path) ->
     types = {d.type for d in config.destinations}
     assert types >= {"meta", "tiktok", "linkedin", "ga4", "pinterest", "snapchat", "reddit"}
     assert all(d.dry_run for d in config.destinations)
+
+
+def test_admin_key_must_not_be_a_source_key(tmp_path: Path) -> None:
+    text = '[server]\nadmin_key = "browser-key"\n' + MINIMAL + SOURCE
+    message = error_of(write(tmp_path, text))
+    assert message.endswith("server.admin_key: must differ from every source key")
+    text = '[server]\nadmin_key = "admin-0123456789"\n' + MINIMAL + SOURCE
+    assert load_config(write(tmp_path, text), environ={}).server.admin_key == "admin-0123456789"
+
+
+def test_storage_sizes_and_retentions(tmp_path: Path) -> None:
+    text = MINIMAL + 'min_free_disk = "1GiB"\ndead_retention = "14d"\nlog_retention = "48h"\n'
+    storage = load_config(write(tmp_path, text), environ={}).storage
+    assert storage.min_free_disk_bytes == 1024**3
+    assert (storage.dead_retention_s, storage.log_retention_s) == (14 * 86400, 48 * 3600)
+    bad = MINIMAL + 'min_free_disk = "lots"\n'
+    assert error_of(write(tmp_path, bad)).endswith(
+        'storage.min_free_disk: must be a size such as 268435456, "256MiB" or "1GB"'
+    )
