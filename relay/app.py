@@ -15,7 +15,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from relay import ingest, ops, segment_ingest
+from relay import admin, ingest, ops, retention, segment_ingest
 from relay.clock import Clock, SystemClock
 from relay.config import Config
 from relay.destinations import registry
@@ -62,6 +62,7 @@ def create_app(
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)
+    admin.add_routes(app)
 
     async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.open()
@@ -104,12 +105,30 @@ MAINTENANCE_INTERVAL_S = 3600.0
 
 
 async def maintain(store: OutboxStore, config: Config, clock: Clock) -> None:
-    """Hourly housekeeping: identify traits past their retention are deleted."""
-    while True:
-        try:
-            forgotten = await store.forget_identities(config.storage.identity_retention_s)
-            if forgotten:
-                log.info("identities_forgotten", count=forgotten)
-        except Exception as exc:  # a failed round is retried next hour
-            log.error("maintenance_failed", error=str(exc))
-        await clock.sleep(MAINTENANCE_INTERVAL_S)
+    """Housekeeping: the disk guard every few seconds, and every hour a retention round (events,
+    deliveries, attempts and identify traits past their windows; incremental vacuum; WAL
+    checkpoint; the in-memory backlog count re-read, since operators may re-queue rows from
+    another process)."""
+    guard = retention.DiskGuard(store, config.storage.min_free_disk_bytes)
+    guard_task = asyncio.create_task(guard.run(clock), name="relay-disk-guard")
+    loop = asyncio.get_running_loop()
+    first_round = True  # the store counted the backlog when it opened
+    try:
+        while True:
+            started = loop.time()
+            try:
+                result = await retention.run_retention(store, config.storage, clock)
+                if any(result[kind] for kind in (*retention.DELETED_KINDS, "vacuumed_pages")):
+                    log.info(
+                        "retention_purged", **result, duration_s=round(loop.time() - started, 3)
+                    )
+                if not first_round:
+                    await store.recount_pending()
+            except Exception as exc:  # a failed round is retried next hour
+                log.error("maintenance_failed", error=str(exc), error_type=type(exc).__name__)
+            first_round = False
+            await clock.sleep(MAINTENANCE_INTERVAL_S)
+    finally:
+        guard_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await guard_task

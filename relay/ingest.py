@@ -124,12 +124,8 @@ async def _post_events(request: web.Request, state: AppState) -> web.Response:
     if refusal is not None:
         return error_response(403, refusal)
 
-    if state.store.pending >= state.config.storage.max_backlog:
-        return error_response(
-            503,
-            "backlog: the delivery backlog is full; retry later",
-            headers | {"Retry-After": RETRY_AFTER_S},
-        )
+    if (refusal := ingest_refusal(state)) is not None:
+        return error_response(503, refusal, headers | {"Retry-After": RETRY_AFTER_S})
 
     try:
         # aiohttp undoes Content-Encoding: gzip and enforces client_max_size on the inflated body.
@@ -200,6 +196,16 @@ async def _post_events(request: web.Request, state: AppState) -> web.Response:
     return web.Response(
         status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
     )
+
+
+def ingest_refusal(state: AppState) -> str | None:
+    """Why ingest must answer 503 before reading the body: a full backlog or a disk nearly full
+    (the disk guard's reason). Nothing is acknowledged that could not be stored."""
+    if state.store.pending >= state.config.storage.max_backlog:
+        return "backlog: the delivery backlog is full; retry later"
+    if state.store.refusing is not None:
+        return f"{state.store.refusing}; nothing was stored, retry later"
+    return None
 
 
 def check_origin(request: web.Request, source: SourceConfig) -> tuple[str | None, dict[str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import (
@@ -13,6 +14,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from relay.retention import DELETED_KINDS
 from relay.store import OutboxStore
 
 # The *_created series double the exposition size and no dashboard uses them.
@@ -23,6 +25,7 @@ class Metrics:
     def __init__(self) -> None:
         self._requests: dict[int, Any] = {}
         self._events: dict[tuple[str, str], Any] = {}
+        self._retention_seen: dict[str, int] = {}
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.ingest_requests = Counter(
             "relay_ingest_requests", "Ingest HTTP requests by status code", ["code"], registry=r
@@ -92,6 +95,22 @@ class Metrics:
             registry=r,
         )
 
+        self.database_bytes = Gauge(
+            "relay_database_bytes", "Size of the SQLite database file plus its WAL", registry=r
+        )
+        self.disk_free_bytes = Gauge(
+            "relay_disk_free_bytes",
+            "Free space on the filesystem holding the database (ingest refuses below "
+            "min_free_disk)",
+            registry=r,
+        )
+        self.retention_deleted = Counter(
+            "relay_retention_deleted",
+            "Rows deleted by retention (events, deliveries, attempts, identities)",
+            ["kind"],
+            registry=r,
+        )
+
     def count_request(self, code: int) -> None:
         # labels() takes a lock and builds a key each call; the hot path keeps the children
         child = self._requests.get(code)
@@ -115,4 +134,24 @@ class Metrics:
             count, oldest = backlog.get(name, (0, now_ms))
             self.queue_depth.labels(name).set(count)
             self.oldest_pending_age.labels(name).set(max(0, now_ms - oldest) / 1000)
+        self._render_storage(store)
         return generate_latest(self.registry)
+
+    def _render_storage(self, store: OutboxStore) -> None:
+        self.database_bytes.set(store.database_bytes())
+        free = store.disk_free_bytes  # the disk guard's last reading, every few seconds
+        if free is None:
+            try:
+                stats = os.statvfs(store.path.parent)
+                free = stats.f_bavail * stats.f_frsize
+            except OSError:
+                free = None
+        if free is not None:
+            self.disk_free_bytes.set(free)
+        # The store counts what retention deleted since start; the counter follows it.
+        for kind in DELETED_KINDS:
+            total = store.retention_deleted.get(kind, 0)
+            child = self.retention_deleted.labels(kind)
+            if total > self._retention_seen.get(kind, 0):
+                child.inc(total - self._retention_seen.get(kind, 0))
+            self._retention_seen[kind] = total

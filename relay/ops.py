@@ -22,6 +22,8 @@ async def readyz(request: web.Request) -> web.Response:
         await state.store.check_writable()
     except (StoreUnavailable, sqlite3.Error) as exc:
         problems.append(f"storage: {exc}")
+    if state.store.refusing:
+        problems.append(f"storage: {state.store.refusing}")
     if state.store.last_write_error:
         problems.append(f"storage: last commit failed: {state.store.last_write_error}")
     for name, worker in state.workers.items():

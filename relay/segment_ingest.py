@@ -141,13 +141,9 @@ async def _handle(request: web.Request, state: AppState, kind: str | None) -> we
     refusal, headers = ingest.check_origin(request, source)
     if refusal is not None:
         return error(403, "forbidden_origin", refusal)
-    if state.store.pending >= state.config.storage.max_backlog:
-        return error(
-            503,
-            "backlog_full",
-            "the delivery backlog is full; retry later",
-            headers | {"Retry-After": ingest.RETRY_AFTER_S},
-        )
+    if (refusal := ingest.ingest_refusal(state)) is not None:
+        code = "backlog_full" if refusal.startswith("backlog") else "storage_full"
+        return error(503, code, refusal, headers | {"Retry-After": ingest.RETRY_AFTER_S})
     if kind is None:
         for message in messages:
             size = len(orjson.dumps(message))

@@ -1,8 +1,14 @@
-"""``relay serve``: uvloop, the app on a TCP listener, ordered shutdown on SIGTERM/SIGINT."""
+"""``relay serve``: uvloop, the app on a TCP listener, ordered shutdown on SIGTERM/SIGINT.
+
+Under systemd (``Type=notify``) it reports ``READY=1`` once the database is migrated and open and
+the listener accepts, ``STOPPING=1`` when a stop signal arrives, and pings the watchdog from the
+event loop in between (relay/systemd.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
 import sys
@@ -13,6 +19,7 @@ from aiohttp import web
 
 from relay.app import create_app
 from relay.config import Config
+from relay.systemd import Notifier, start_watchdog
 
 log = structlog.get_logger("relay.server")
 
@@ -30,12 +37,14 @@ def serve(config: Config) -> None:
 
 
 async def _serve(config: Config) -> None:
+    notifier = Notifier.from_environ()
     app = create_app(config)
     # shutdown_timeout: how long in-flight ingest requests get to finish after the listener
     # closes; their commits are flushed before the store closes.
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=config.server.shutdown_grace_s
     )
+    # setup() runs the cleanup_ctx startups: the store applies pending migrations and opens.
     await runner.setup()
     site = web.TCPSite(
         runner, config.server.host, config.server.port, backlog=1024, reuse_address=True
@@ -47,9 +56,10 @@ async def _serve(config: Config) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+    listen = ", ".join(_format_address(a) for a in runner.addresses)
     log.info(
         "relay_started",
-        listen=f"{config.server.host}:{config.server.port}",
+        listen=listen,
         database=str(config.storage.path),
         durability=config.storage.durability,
         sources=[s.name for s in config.sources],
@@ -61,7 +71,27 @@ async def _serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Only now: systemd starts units ordered After=relay.service and counts the start as done
+    # when READY arrives, so it must mean "accepting and able to commit".
+    notifier.notify(READY=1, STATUS=f"listening on {listen}")
+    watchdog = start_watchdog(notifier)
     await stop.wait()
+    notifier.notify(STOPPING=1, STATUS="draining: in-flight requests and deliveries")
     log.info("relay_stopping")
     await runner.cleanup()
+    # The watchdog pings on through the drain, so a drain slower than WatchdogSec is not
+    # mistaken for a hung loop.
+    if watchdog is not None:
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+    notifier.close()
     log.info("relay_stopped")
+
+
+def _format_address(address: object) -> str:
+    """A listening socket's address as host:port ([v6]:port); other kinds as given."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)

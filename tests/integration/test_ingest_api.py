@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import sqlite3
 
@@ -299,3 +300,26 @@ async def test_health_ready_and_metrics(make_relay: MakeRelay):
     assert 'relay_queue_depth{destination="hook"} 1.0' in text
     assert "relay_commit_seconds_bucket" in text
     assert 'relay_ingest_requests_total{code="202"} 1.0' in text
+
+
+async def test_disk_guard_refusal_answers_503_on_every_ingest_path(make_relay: MakeRelay):
+    relay = await make_relay()
+    relay.state.store.refusing = "disk: 100 MiB free, below min_free_disk (256 MiB)"
+    resp = await relay.post(event("disk-1"))
+    assert resp.status == 503
+    assert resp.headers["Retry-After"].isdigit()
+    assert (await resp.json())["error"].startswith("disk: 100 MiB free")
+    basic = base64.b64encode(f"{SERVER_KEY}:".encode()).decode()
+    resp = await relay.client.post(
+        "/v1/track",
+        json={"type": "track", "event": "Order Completed", "messageId": "disk-2"},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert resp.status == 503
+    assert (await resp.json())["code"] == "storage_full"
+    ready = await relay.client.get("/readyz")
+    assert ready.status == 503
+    assert "min_free_disk" in (await ready.json())["problems"][0]
+    relay.state.store.refusing = None
+    assert (await relay.post(event("disk-3"))).status == 202
+    assert stored_ids(relay) == ["disk-3"]

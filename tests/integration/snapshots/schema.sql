@@ -1,4 +1,4 @@
--- user_version 2
+-- user_version 4
 CREATE TABLE attempts (
     id              INTEGER PRIMARY KEY,
     delivery_id     INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
@@ -30,6 +30,7 @@ CREATE TABLE deliveries (
     last_error          TEXT,
     CHECK ((state = 'leased') = (lease_token IS NOT NULL))
 );
+CREATE TABLE event_names (name TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE events (
     id              INTEGER PRIMARY KEY,
     -- 63-bit hash of (event_name, event_id). A small integer key keeps the unique index compact
@@ -55,9 +56,13 @@ CREATE TABLE identities (
     updated_at_ms   INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX attempts_delivery ON attempts (delivery_id);
+CREATE INDEX attempts_failed ON attempts (started_at_ms) WHERE outcome <> 'delivered';
+CREATE INDEX attempts_started ON attempts (started_at_ms);
 CREATE INDEX deliveries_due ON deliveries (destination, next_attempt_at_ms)
     WHERE state IN ('pending', 'leased');
 CREATE INDEX deliveries_event ON deliveries (event_rowid);
+CREATE INDEX deliveries_finished ON deliveries (state, destination, updated_at_ms)
+    WHERE state IN ('delivered', 'dead', 'expired');
 CREATE UNIQUE INDEX events_dedup_key ON events (dedup_key);
 CREATE INDEX events_received_at ON events (received_at_ms);
 CREATE INDEX identities_updated ON identities (updated_at_ms);
