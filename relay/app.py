@@ -17,8 +17,9 @@ from aiohttp import web
 
 from relay import admin, ingest, ops, retention, segment_ingest
 from relay.clock import Clock, SystemClock
-from relay.config import Config
+from relay.config import Config, DestinationConfig
 from relay.destinations import registry
+from relay.destinations.base import Destination
 from relay.dryrun import DryRunRecorder
 from relay.metrics import Metrics
 from relay.state import STATE, AppState
@@ -39,11 +40,7 @@ def create_app(
         config.storage.path, clock, config.storage.durability, config.storage.commit_max_rows
     )
     store.commit_observer = metrics.observe_commit
-    destinations = []
-    for dest_config in config.destinations:
-        cls = registry.get(dest_config.type)
-        assert cls is not None  # load_config validated the type
-        destinations.append(cls(dest_config))
+    destinations = [build_destination(d) for d in config.destinations]
     state = AppState(
         config=config,
         clock=clock,
@@ -74,17 +71,13 @@ def create_app(
             connector=aiohttp.TCPConnector(limit=100, limit_per_host=32),
             headers={"User-Agent": USER_AGENT},
         )
-        recorder = DryRunRecorder(config.storage.dry_run_log)
+        state.session = session
+        state.recorder = DryRunRecorder(config.storage.dry_run_log)
         for dest in destinations:
-            for warning in dest.startup_warnings():
-                log.warning("destination_warning", destination=dest.name, warning=warning)
-            worker = DeliveryWorker(dest, store, session, clock, recorder, metrics)
-            state.workers[dest.name] = worker
-            if start_workers:
-                worker.start()
+            add_worker(state, dest)
         yield
-        if start_workers:
-            grace = config.server.shutdown_grace_s
+        if state.workers_started:
+            grace = state.config.server.shutdown_grace_s
             await asyncio.gather(*(w.stop(grace) for w in state.workers.values()))
         await session.close()
 
@@ -99,6 +92,25 @@ def create_app(
     app.cleanup_ctx.append(delivery_ctx)
     app.cleanup_ctx.append(maintenance_ctx)
     return app
+
+
+def build_destination(config: DestinationConfig) -> Destination:
+    cls = registry.get(config.type)
+    assert cls is not None  # load_config validated the type
+    return cls(config)
+
+
+def add_worker(state: AppState, dest: Destination) -> DeliveryWorker:
+    """Create (and, in the daemon, start) the delivery loop of one destination."""
+    for warning in dest.startup_warnings():
+        log.warning("destination_warning", destination=dest.name, warning=warning)
+    worker = DeliveryWorker(
+        dest, state.store, state.session, state.clock, state.recorder, state.metrics
+    )
+    state.workers[dest.name] = worker
+    if state.workers_started:
+        worker.start()
+    return worker
 
 
 MAINTENANCE_INTERVAL_S = 3600.0

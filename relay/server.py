@@ -19,6 +19,7 @@ from aiohttp import web
 
 from relay.app import create_app
 from relay.config import Config
+from relay.reload import reload_config
 from relay.systemd import Notifier, start_watchdog
 
 log = structlog.get_logger("relay.server")
@@ -71,6 +72,22 @@ async def _serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloading = asyncio.Lock()  # one reload at a time; a second SIGHUP waits its turn
+
+    async def reload() -> None:
+        async with reloading:
+            notifier.notify(RELOADING=1, STATUS="reloading the configuration")
+            await reload_config(app, config.path)
+            notifier.notify(READY=1, STATUS=f"listening on {listen}")
+
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_sighup() -> None:
+        task = asyncio.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     # Only now: systemd starts units ordered After=relay.service and counts the start as done
     # when READY arrives, so it must mean "accepting and able to commit".
     notifier.notify(READY=1, STATUS=f"listening on {listen}")

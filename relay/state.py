@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -26,6 +27,9 @@ class AppState:
     workers: dict[str, DeliveryWorker] = field(default_factory=dict)
     # False when a test or a one-shot command drives the workers by hand
     workers_started: bool = True
+    # set when the delivery context starts; a config reload builds new workers with them
+    session: Any = None
+    recorder: Any = None
 
     def route(self, event: NormalizedEvent) -> list[Route]:
         """The deliveries an accepted event gets: each destination's events filter and consent."""
