@@ -71,8 +71,8 @@ UPDATE deliveries
 """
 SQL_INSERT_ATTEMPT = """
 INSERT INTO attempts
-       (delivery_id, attempt, started_at_ms, duration_ms, http_status, outcome, detail)
-VALUES (:id, :attempt, :started_at, :duration_ms, :http_status, :outcome, :detail)
+       (delivery_id, attempt, started_at_ms, duration_ms, http_status, outcome, detail, trace_id)
+VALUES (:id, :attempt, :started_at, :duration_ms, :http_status, :outcome, :detail, :trace_id)
 """
 SQL_NEXT_DUE = """
 SELECT min(next_attempt_at_ms) FROM deliveries
@@ -187,6 +187,7 @@ class Record:
     http_status: int | None
     outcome: str  # delivered | retry | dead | expired
     detail: str | None
+    trace_id: str | None = None
 
 
 @dataclass
@@ -633,6 +634,7 @@ def _record(conn: sqlite3.Connection, records: Sequence[Record], now_ms: int) ->
                 "http_status": r.http_status,
                 "outcome": r.outcome,
                 "detail": r.detail,
+                "trace_id": r.trace_id,
             }
             for r in records
         ],

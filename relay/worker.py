@@ -37,6 +37,7 @@ class Sent:
     http_status: int | None
     started_at_ms: int
     duration_ms: int
+    trace_id: str | None = None
 
 
 class DeliveryWorker:
@@ -299,8 +300,9 @@ class DeliveryWorker:
         t0 = loop.time()
         response, outcomes = await self._send(request, events)
         duration_s = loop.time() - t0
+        trace = self.destination.trace_id(response) if response is not None else None
         sent = [
-            Sent(o, response.status if response else None, started, int(duration_s * 1000))
+            Sent(o, response.status if response else None, started, int(duration_s * 1000), trace)
             for o in outcomes
         ]
 
@@ -426,6 +428,7 @@ class DeliveryWorker:
             http_status=sent.http_status,
             outcome=kind,
             detail=detail,
+            trace_id=sent.trace_id,
         )
 
 

@@ -137,6 +137,10 @@ class Destination:
         """Why this platform can never take this event (dead-lettered unsent), or None."""
         return None
 
+    def trace_id(self, response: HttpResponse) -> str | None:
+        """The platform's id for this request, kept in the delivery log (support asks for it)."""
+        return None
+
     def validation_request(self, events: Sequence[Event]) -> HttpRequest | None:
         """A request to the platform's validation endpoint, sent before the real one when the
         destination is configured to validate (GA4, whose real endpoint never reports errors)."""

@@ -263,6 +263,17 @@ class MetaDestination(Destination):
             outcome = replace(outcome, detail=detail)
         return [outcome] * len(events)
 
+    def trace_id(self, response: HttpResponse) -> str | None:
+        # fbtrace_id sits at the top of a success and inside "error" of a failure
+        payload = _json(response.body)
+        if not isinstance(payload, dict):
+            return None
+        error = payload.get("error")
+        found = payload.get("fbtrace_id") or (
+            error.get("fbtrace_id") if isinstance(error, dict) else None
+        )
+        return str(found) if found else None
+
     def _read(self, response: HttpResponse) -> Outcome:
         payload = _json(response.body)
         if 200 <= response.status < 300:

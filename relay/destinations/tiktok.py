@@ -198,6 +198,11 @@ class TikTokDestination(Destination):
             secrets=(token,),
         )
 
+    def trace_id(self, response: HttpResponse) -> str | None:
+        payload = _json(response.body)
+        found = payload.get("request_id") if isinstance(payload, dict) else None
+        return str(found) if found else None
+
     def read_response(self, events: Sequence[Event], response: HttpResponse) -> list[Outcome]:
         outcome = classify(response)
         token = self.config.options["access_token"]

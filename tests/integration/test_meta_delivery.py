@@ -10,7 +10,7 @@ import pytest
 
 from relay.clock import FakeClock
 from tests.conftest import BROWSER_KEY, ORIGIN, MakeRelay, Relay, event
-from tests.platforms.fake_meta import BAD_TOKEN, TOO_OLD, FakeMeta, meta_error
+from tests.platforms.fake_meta import BAD_TOKEN, FBTRACE_ID, TOO_OLD, FakeMeta, meta_error
 
 UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Safari/605.1.15"
 
@@ -249,3 +249,15 @@ async def test_dry_run_records_the_request_without_the_token(
     log = relay.config.storage.dry_run_log.read_text()
     assert "access_token=[redacted]" in log and "dry-1" in log
     assert fake.access_token not in log
+
+
+async def test_attempts_keep_meta_trace_id_for_support(
+    make_relay: MakeRelay, fake: FakeMeta
+) -> None:
+    relay = await start(make_relay, fake)
+    await relay.post(
+        web_purchase("trace-1"), key=BROWSER_KEY, headers={"Origin": ORIGIN, "User-Agent": "UA/1"}
+    )
+    await relay.worker("meta").drain()
+    rows_ = await relay.state.store.fetchall("SELECT outcome, http_status, trace_id FROM attempts")
+    assert [tuple(r) for r in rows_] == [("delivered", 200, FBTRACE_ID)]

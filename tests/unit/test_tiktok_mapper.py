@@ -348,3 +348,10 @@ def test_config_keys(tmp_path: Path) -> None:
 def test_config_errors_name_the_key(tmp_path: Path, keys: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, keys), environ={})
+
+
+def test_trace_id_is_tiktoks_request_id() -> None:
+    dest = tiktok()
+    answer = HttpResponse(200, {}, b'{"code": 0, "message": "OK", "request_id": "2026112312"}')
+    assert dest.trace_id(answer) == "2026112312"
+    assert dest.trace_id(HttpResponse(502, {}, b"<html>bad gateway</html>")) is None

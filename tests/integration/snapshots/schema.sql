@@ -1,4 +1,4 @@
--- user_version 4
+-- user_version 5
 CREATE TABLE attempts (
     id              INTEGER PRIMARY KEY,
     delivery_id     INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
@@ -10,7 +10,7 @@ CREATE TABLE attempts (
         CHECK (outcome IN ('delivered', 'retry', 'dead', 'expired')),
     -- the platform's message, redacted of personal data
     detail          TEXT
-);
+, trace_id TEXT);
 CREATE TABLE deliveries (
     id                  INTEGER PRIMARY KEY,
     event_rowid         INTEGER NOT NULL REFERENCES events (id) ON DELETE CASCADE,
