@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from relay import store as outbox
+from relay import retention_steps as rs
 from relay.clock import Clock
 from relay.config import StorageConfig
 from relay.store import OutboxStore
@@ -90,7 +90,7 @@ def plan(c: Cutoffs, batch_rows: int, totals: dict[str, int]) -> Generator[Step,
 
     # The delivery log first: the passes after it then have fewer attempt rows to delete.
     while True:
-        counts = yield Step(outbox.purge_attempts, (c.attempts_before_ms, batch_rows))
+        counts = yield Step(rs.purge_attempts, (c.attempts_before_ms, batch_rows))
         add(counts)
         if counts["attempts"] < batch_rows:
             break
@@ -100,32 +100,32 @@ def plan(c: Cutoffs, batch_rows: int, totals: dict[str, int]) -> Generator[Step,
         ("expired", c.dead_before_ms),
         ("delivered", c.events_before_ms),
     ):
-        destination = yield Step(outbox.next_finished_destination, (state, ""))
+        destination = yield Step(rs.next_finished_destination, (state, ""))
         while destination is not None:
             while True:
                 args = (state, destination, before_ms, batch_rows)
-                counts = yield Step(outbox.purge_deliveries, args)
+                counts = yield Step(rs.purge_deliveries, args)
                 add(counts)
                 if counts["deliveries"] < batch_rows:
                     break
-            destination = yield Step(outbox.next_finished_destination, (state, destination))
+            destination = yield Step(rs.next_finished_destination, (state, destination))
     cursor: tuple[int, int] | None = (-(2**63), -(2**63))
     while cursor is not None:
-        counts, cursor = yield Step(outbox.purge_events, (c.events_before_ms, cursor, batch_rows))
+        counts, cursor = yield Step(rs.purge_events, (c.events_before_ms, cursor, batch_rows))
         add(counts)
     while True:
-        counts = yield Step(outbox.purge_identities, (c.identities_before_ms, batch_rows))
+        counts = yield Step(rs.purge_identities, (c.identities_before_ms, batch_rows))
         add(counts)
         if counts["identities"] < batch_rows:
             break
     # Deleted rows leave free pages inside the file; give them back to the filesystem.
     while True:
-        freed = yield Step(outbox.incremental_vacuum, (VACUUM_STEP_PAGES,))
+        freed = yield Step(rs.incremental_vacuum, (VACUUM_STEP_PAGES,))
         add({"vacuumed_pages": freed})
         if freed < VACUUM_STEP_PAGES:
             break
     # A vacuum shrinks the file only once its pages are checkpointed out of the WAL.
-    wal_bytes = yield Step(outbox.checkpoint, (WAL_TRUNCATE_ABOVE_BYTES, WAL_TRUNCATE_WAIT_MS))
+    wal_bytes = yield Step(rs.checkpoint, (WAL_TRUNCATE_ABOVE_BYTES, WAL_TRUNCATE_WAIT_MS))
     totals["wal_bytes"] = wal_bytes
 
 
@@ -174,7 +174,7 @@ def purge(
             step = steps.send(result)
         except StopIteration:
             return totals
-        result = outbox.run_transaction(conn, step.body, *step.args)
+        result = rs.run_transaction(conn, step.body, *step.args)
         if progress is not None:
             progress(dict(totals))
 

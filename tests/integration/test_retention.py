@@ -12,8 +12,7 @@ from types import SimpleNamespace
 import pytest
 from structlog.testing import capture_logs
 
-from relay import retention
-from relay import store as outbox
+from relay import retention, retention_steps
 from relay.clock import FakeClock
 from relay.config import SourceConfig, StorageConfig
 from relay.migrations import migrate
@@ -285,16 +284,16 @@ def test_retention_statements_use_indexes(tmp_path: Path):
     conn = sqlite3.connect(path)
     try:
         statements = {
-            outbox.SQL_PURGE_ATTEMPTS: (0, 1),
-            outbox.SQL_NEXT_FINISHED_DESTINATION: ("dead", ""),
-            outbox.SQL_OLD_FINISHED_DELIVERIES: ("dead", "a", 0, 1),
-            outbox.SQL_DELETE_ATTEMPTS_OF: ("[]",),
-            outbox.SQL_DELETE_DELIVERIES: ("[]",),
-            outbox.SQL_OLD_EVENTS: (0, 0, 0, 1),
-            outbox.SQL_DELETE_ATTEMPTS_OF_EVENTS: ("[]",),
-            outbox.SQL_DELETE_DELIVERIES_OF_EVENTS: ("[]",),
-            outbox.SQL_DELETE_EVENTS: ("[]",),
-            outbox.SQL_PURGE_IDENTITIES: (0, 1),
+            retention_steps.SQL_PURGE_ATTEMPTS: (0, 1),
+            retention_steps.SQL_NEXT_FINISHED_DESTINATION: ("dead", ""),
+            retention_steps.SQL_OLD_FINISHED_DELIVERIES: ("dead", "a", 0, 1),
+            retention_steps.SQL_DELETE_ATTEMPTS_OF: ("[]",),
+            retention_steps.SQL_DELETE_DELIVERIES: ("[]",),
+            retention_steps.SQL_OLD_EVENTS: (0, 0, 0, 1),
+            retention_steps.SQL_DELETE_ATTEMPTS_OF_EVENTS: ("[]",),
+            retention_steps.SQL_DELETE_DELIVERIES_OF_EVENTS: ("[]",),
+            retention_steps.SQL_DELETE_EVENTS: ("[]",),
+            retention_steps.SQL_PURGE_IDENTITIES: (0, 1),
         }
         for sql, params in statements.items():
             plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
