@@ -570,7 +570,8 @@ def _record(conn: sqlite3.Connection, records: Sequence[Record], now_ms: int) ->
             {
                 "state": r.state,
                 "next_at": r.next_attempt_at_ms,
-                "detail": r.detail,
+                # a delivered row carries no error; a note (dry_run) stays in its attempt row
+                "detail": None if r.state == "delivered" else r.detail,
                 "now": now_ms,
                 "id": r.delivery_id,
                 "token": r.lease_token,

@@ -266,3 +266,16 @@ async def test_stop_does_not_wait_for_a_hung_platform_to_free_a_slot(
     assert [r[:2] for r in rows] == [("slot-1", "pending"), ("slot-2", "pending")]
     assert rows[0][3] == "interrupted by shutdown"
     webhook.hold.set()
+
+
+async def test_a_delivered_row_carries_no_error_after_earlier_failures(
+    make_relay: MakeRelay, webhook: FakeWebhook, clock: FakeClock
+):
+    webhook.script = [(503, {}, b"busy")]
+    relay = await make_relay(webhook_url=webhook.url)
+    await relay.post(event("ok-after-503"))
+    await relay.worker().run_once()
+    assert (await delivery_rows(relay))[0][3] == "HTTP 503: busy"
+    clock.advance(3600)
+    await relay.worker().run_once()
+    assert (await delivery_rows(relay))[0] == ("ok-after-503", "delivered", 2, None)
